@@ -1,0 +1,49 @@
+"""Together AI rerank for RAG pipelines: one shared core, a LlamaIndex postprocessor and a
+LangChain document compressor.
+
+- :class:`RerankClient` / :class:`RerankResult`: the framework-free core.
+- ``together_rerank_plugins.llama_index.TogetherRerank``: a LlamaIndex node postprocessor.
+- ``together_rerank_plugins.langchain.TogetherRerank``: a LangChain document compressor.
+- ``together_rerank_plugins.testing``: an embedded endpoint for offline tests.
+
+Importing this package imports neither framework nor the ``together`` SDK.
+"""
+
+from ._client import RerankClient
+from ._config import DEFAULT_MODEL
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    EndpointNotFoundError,
+    MalformedResponseError,
+    RateLimitError,
+    RerankConfigError,
+    RerankConnectionError,
+    RerankError,
+    RerankInputError,
+    RerankTimeoutError,
+    ServerError,
+)
+from ._planning import RerankResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "EndpointNotFoundError",
+    "MalformedResponseError",
+    "RateLimitError",
+    "RerankClient",
+    "RerankConfigError",
+    "RerankConnectionError",
+    "RerankError",
+    "RerankInputError",
+    "RerankResult",
+    "RerankTimeoutError",
+    "ServerError",
+    "__version__",
+]

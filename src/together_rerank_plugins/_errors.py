@@ -1,0 +1,176 @@
+"""Errors raised by together-rerank-plugins.
+
+Every exception the package raises derives from :class:`RerankError`. Errors about the
+caller's arguments also derive from :class:`ValueError`; a timeout also derives from the
+built-in :class:`TimeoutError`. When the ``together`` SDK raised first, its exception is
+chained as ``__cause__``.
+
+The tree::
+
+    RerankError
+    ├── RerankConfigError (ValueError)      bad configuration: missing/empty key, bad base_url, top_n < 1
+    ├── RerankInputError (ValueError)       bad call arguments: empty query, mixed documents, ...
+    ├── APIStatusError                      the server answered with an error status (.status_code)
+    │   ├── AuthenticationError             401, 403: key missing, wrong or without access
+    │   ├── EndpointNotFoundError           404: model / dedicated endpoint not found
+    │   ├── BadRequestError                 400, 422: the server rejected the request (its message quoted)
+    │   ├── RateLimitError                  429, after the SDK's retries
+    │   └── ServerError                     5xx, after the SDK's retries
+    ├── RerankConnectionError               could not reach the server, after retries
+    │   └── RerankTimeoutError (TimeoutError)
+    └── MalformedResponseError              the answer cannot be trusted: bad JSON, bad indices, bad scores
+
+Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "EndpointNotFoundError",
+    "MalformedResponseError",
+    "RateLimitError",
+    "RerankConfigError",
+    "RerankConnectionError",
+    "RerankError",
+    "RerankInputError",
+    "RerankTimeoutError",
+    "ServerError",
+]
+
+
+class RerankError(Exception):
+    """Base class of every error raised by together-rerank-plugins."""
+
+
+class RerankConfigError(RerankError, ValueError):
+    """The configuration cannot work (missing key, bad ``base_url``, ``top_n < 1``, ...)."""
+
+
+class RerankInputError(RerankError, ValueError):
+    """The arguments of one rerank call are invalid (empty query, mixed documents, ...)."""
+
+
+class APIStatusError(RerankError):
+    """The rerank server answered with an error status."""
+
+    def __init__(self, message: str, *, status_code: int, server_message: str | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the API key is missing, wrong, or has no access to this endpoint."""
+
+
+class EndpointNotFoundError(APIStatusError):
+    """404: no model or dedicated endpoint answers to the configured ``model``."""
+
+
+class BadRequestError(APIStatusError):
+    """400 or 422: the server rejected the request; its message is quoted."""
+
+
+class RateLimitError(APIStatusError):
+    """429 after the configured retries."""
+
+
+class ServerError(APIStatusError):
+    """5xx after the configured retries."""
+
+
+class RerankConnectionError(RerankError):
+    """The server could not be reached (after the configured retries)."""
+
+
+class RerankTimeoutError(RerankConnectionError, TimeoutError):
+    """No answer within ``timeout`` seconds on every attempt."""
+
+
+class MalformedResponseError(RerankError):
+    """The server's answer cannot be turned into a trustworthy ranking."""
+
+
+def _scrub(text: str, secret: str | None) -> str:
+    # Very short "keys" (test placeholders) would blank out ordinary words; real keys are long.
+    if secret and len(secret) >= 6:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _server_message(exc: BaseException) -> str | None:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return None
+
+
+def translate_sdk_error(
+    exc: BaseException, *, model: str, base_url: str, secret: str | None
+) -> RerankError:
+    """Turn a ``together`` SDK exception into the matching :class:`RerankError`.
+
+    The caller raises the result ``from exc``. Only called after the SDK raised, so importing
+    ``together`` here costs nothing.
+    """
+    import together
+
+    where = f"{base_url}/v1/rerank"
+    if isinstance(exc, together.APITimeoutError):
+        return RerankTimeoutError(
+            f"The rerank request to {where} timed out on every attempt. Raise `timeout` "
+            "(seconds per attempt) or `max_retries`, or check that the endpoint is up."
+        )
+    if isinstance(exc, together.APIConnectionError):
+        return RerankConnectionError(
+            f"Could not connect to {where} ({_scrub(str(exc), secret)}). Check `base_url` "
+            "(or TOGETHER_BASE_URL) and your network; the SDK already retried."
+        )
+    if isinstance(exc, together.APIStatusError):
+        status = exc.status_code
+        server = _server_message(exc)
+        server = _scrub(server, secret) if server else None
+        quoted = f" Server said: {server!r}." if server else ""
+        cls: type[APIStatusError]
+        if status in (401, 403):
+            cls = AuthenticationError
+            hint = (
+                "The API key was refused. Set TOGETHER_API_KEY (or pass `api_key`) to a key "
+                "with access to this endpoint."
+            )
+        elif status == 404:
+            cls = EndpointNotFoundError
+            hint = (
+                f"No rerank model or endpoint named {model!r} was found at {where}. Together "
+                "serves rerank models on dedicated endpoints only: create one, then set "
+                "`model` (or TOGETHER_RERANK_MODEL) to that endpoint's model name."
+            )
+        elif status in (400, 422):
+            cls = BadRequestError
+            hint = "The server rejected the request; fix the arguments it names."
+        elif status == 402:
+            cls = APIStatusError
+            hint = "The account is out of credit (402): add credit or use another key."
+        elif status == 429:
+            cls = RateLimitError
+            hint = (
+                "Rate limited (429) after the configured retries: lower concurrency or raise "
+                "`max_retries`."
+            )
+        elif status >= 500:
+            cls = ServerError
+            hint = f"The server failed ({status}) after the configured retries; try again later."
+        else:
+            cls = APIStatusError
+            hint = f"The server answered {status}."
+        return cls(f"{hint}{quoted}", status_code=status, server_message=server)
+    return RerankError(f"The rerank request failed: {_scrub(str(exc), secret)}")

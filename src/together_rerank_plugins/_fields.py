@@ -1,0 +1,128 @@
+"""The configuration fields both adapters share, as a pydantic mixin.
+
+Both framework base classes are pydantic v2 models, so one mixin gives the LlamaIndex
+postprocessor and the LangChain compressor the same fields with the same meaning, defaults and
+validation, and builds their :class:`RerankClient`. pydantic is not a framework: it is already
+a dependency of the ``together`` SDK.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+
+from ._client import RerankClient
+from ._config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    validate_score_threshold,
+    validate_top_n,
+)
+from ._errors import RerankConfigError
+
+__all__ = ["UNSET", "RerankFields"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+class RerankFields(BaseModel):
+    """Fields shared by every adapter. The API key field is declared by each adapter, under
+    the name its framework's users expect."""
+
+    model: str | None = Field(
+        default=None,
+        description="Rerank model, or your dedicated endpoint's model name. "
+        "Default: env TOGETHER_RERANK_MODEL, else 'Salesforce/Llama-Rank-V1'.",
+    )
+    top_n: int | None = Field(
+        default=5, description="How many candidates to keep (None keeps all, reordered)."
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Server root, with or without '/v1'. Default: env TOGETHER_BASE_URL, else "
+        "'https://api.together.ai'.",
+    )
+    timeout: float | None = Field(
+        default=DEFAULT_TIMEOUT, description="Seconds per attempt (None: no limit)."
+    )
+    max_retries: int = Field(
+        default=DEFAULT_MAX_RETRIES,
+        description="Retries of 408/409/429/5xx, timeouts and connection errors (the SDK's).",
+    )
+    score_threshold: float | None = Field(
+        default=None, description="Drop results scoring below this (applied after top_n)."
+    )
+    transport: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="An httpx transport used instead of the network (tests, proxies).",
+    )
+
+    _client: RerankClient = PrivateAttr()
+
+    def __init__(self, /, **data: Any) -> None:
+        """Validate the fields, then build the client: a bad or unknown argument raises
+        :class:`RerankConfigError` (a ``ValueError``) here, with pydantic's details chained."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise RerankConfigError(_describe(exc, type(self))) from exc
+        self._init_client(self._secret_key())
+
+    def _secret_key(self) -> Any:
+        """The adapter's API key field (each framework names it its own way)."""
+        raise NotImplementedError
+
+    def _init_client(self, api_key: Any) -> None:
+        validate_top_n(self.top_n)
+        validate_score_threshold(self.score_threshold)
+        self._client = RerankClient(
+            model=self.model,
+            api_key=api_key,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            transport=self.transport,
+        )
+        # Record what was resolved from the environment, so to_dict()/model_dump() describe
+        # the endpoint actually used.
+        self.__dict__["model"] = self._client.model
+        self.__dict__["base_url"] = self._client.base_url
+
+    @property
+    def client(self) -> RerankClient:
+        """The shared core client this adapter calls."""
+        return self._client
+
+    def _call_options(
+        self, top_n: Any = UNSET, rank_fields: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "top_n": self.top_n if top_n is UNSET else top_n,
+            "rank_fields": rank_fields,
+            "score_threshold": self.score_threshold,
+        }
+
+
+def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(
+                sorted(f.alias or name for name, f in cls.model_fields.items() if not f.exclude)
+                + sorted(name for name, f in cls.model_fields.items() if f.exclude)
+            )
+            lines.append(f"unknown argument {where!r} (is it misspelled?); known: {known}")
+        else:
+            lines.append(f"{where}: {err['msg']}")
+    return f"Invalid {cls.__name__} configuration: " + "; ".join(lines)

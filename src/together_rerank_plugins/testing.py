@@ -1,0 +1,230 @@
+"""Test doubles: an embedded rerank endpoint that speaks Together's ``/v1/rerank`` API.
+
+**Its scores are not LlamaRank's.** :class:`LexicalRerankEndpoint` scores documents with a
+simple lexical overlap (IDF-weighted share of the query's words found in the document), so
+pipelines can be tested offline and deterministically. It checks requests the way the real
+API documents them (bearer key, model, non-empty query, a list of strings or of objects,
+``top_n``, ``rank_fields``) and answers in the documented schema, including ``usage``.
+
+Use it in process, as an ``httpx`` transport::
+
+    >>> from together_rerank_plugins import RerankClient
+    >>> from together_rerank_plugins.testing import LexicalRerankEndpoint
+    >>> endpoint = LexicalRerankEndpoint()
+    >>> client = RerankClient(api_key="offline", transport=endpoint)
+    >>> [r.index for r in client.rerank("red apples", ["green pears", "red apples"])]
+    [1, 0]
+    >>> endpoint.requests[0]["documents"]
+    ['green pears', 'red apples']
+
+or on a real loopback socket, for anything that only takes a ``base_url``::
+
+    >>> with serve_loopback(endpoint) as base_url:
+    ...     client = RerankClient(api_key="offline", base_url=base_url)
+    ...     [r.index for r in client.rerank("red apples", ["green pears", "red apples"])]
+    [1, 0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+
+__all__ = ["LexicalRerankEndpoint", "lexical_scores", "serve_loopback"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def lexical_scores(query: str, texts: list[str]) -> list[float]:
+    """Score each text in [0, 1]: the IDF-weighted share of the query's words it contains.
+
+    Deterministic and cheap; a stand-in for a cross-encoder, not an imitation of one.
+    """
+    bags = [set(_words(t)) for t in texts]
+    q_words = sorted(set(_words(query)))
+    if not q_words or not texts:
+        return [0.0 for _ in texts]
+    n = len(texts)
+    idf = {w: math.log(1.0 + (n + 1) / (1 + sum(w in b for b in bags))) for w in q_words}
+    total = sum(idf.values())
+    scores = []
+    for bag in bags:
+        hit = sum(idf[w] for w in q_words if w in bag)
+        scores.append(round(hit / total, 6))
+    return scores
+
+
+def _as_text(doc: Any, rank_fields: list[str] | None) -> str:
+    if isinstance(doc, str):
+        return doc
+    keys = rank_fields or sorted(doc)
+    return " ".join(str(doc.get(k, "")) for k in keys)
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error") -> httpx.Response:
+    return httpx.Response(
+        status, json={"error": {"message": message, "type": type_, "param": None, "code": None}}
+    )
+
+
+class LexicalRerankEndpoint(httpx.MockTransport):
+    """An in-process ``POST /v1/rerank`` endpoint with a lexical scorer (see module doc).
+
+    ``models``: if given, other model names get the API's 404. ``api_keys``: if given, other
+    bearer keys get 401. Every accepted request body is appended to :attr:`requests`.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Collection[str] | None = None,
+        api_keys: Collection[str] | None = None,
+        scorer: Callable[[str, list[str]], list[float]] = lexical_scores,
+    ) -> None:
+        super().__init__(self.handle)
+        self.models = set(models) if models is not None else None
+        self.api_keys = set(api_keys) if api_keys is not None else None
+        self.scorer = scorer
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LexicalRerankEndpoint(models={self.models!r}, requests={len(self.requests)})"
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """Answer one request as the documented API would."""
+        if request.method != "POST" or not request.url.path.endswith("/v1/rerank"):
+            return _error(404, f"No route for {request.method} {request.url.path}", "not_found")
+        auth = request.headers.get("authorization", "")
+        key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
+        if not key.strip() or (self.api_keys is not None and key not in self.api_keys):
+            return _error(401, "Invalid API key provided.", "authentication_error")
+        try:
+            body = json.loads(request.read() or b"null")
+        except ValueError:
+            return _error(400, "Request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return _error(400, "Request body must be a JSON object.")
+        problem = self._check(body)
+        if problem is not None:
+            return problem
+        with self._lock:
+            self.requests.append(body)
+        return httpx.Response(200, json=self._answer(body))
+
+    def _check(self, body: Mapping[str, Any]) -> httpx.Response | None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return _error(400, "'model' is required.")
+        if self.models is not None and model not in self.models:
+            return _error(
+                404, f"Unable to access model {model}. Please visit https://api.together.ai "
+                "to see the list of supported models or contact the owner to request access.",
+                "model_not_found",
+            )
+        query = body.get("query")
+        if not isinstance(query, str) or not query.strip():
+            return _error(400, "'query' must be a non-empty string.")
+        docs = body.get("documents")
+        if not isinstance(docs, list) or not docs:
+            return _error(400, "'documents' must be a non-empty list.")
+        if not (all(isinstance(d, str) for d in docs) or all(isinstance(d, dict) for d in docs)):
+            return _error(400, "'documents' must be all strings or all objects.")
+        top_n = body.get("top_n")
+        if top_n is not None and (not isinstance(top_n, int) or top_n < 1):
+            return _error(400, "'top_n' must be a positive integer.")
+        fields = body.get("rank_fields")
+        if fields is not None and not (
+            isinstance(fields, list) and all(isinstance(f, str) for f in fields)
+        ):
+            return _error(400, "'rank_fields' must be a list of strings.")
+        return None
+
+    def _answer(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        docs = body["documents"]
+        fields = body.get("rank_fields")
+        texts = [_as_text(d, fields) for d in docs]
+        scores = self.scorer(body["query"], texts)
+        order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep order
+        if body.get("top_n") is not None:
+            order = order[: body["top_n"]]
+        results: list[dict[str, Any]] = []
+        for i in order:
+            item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+            if body.get("return_documents"):
+                text = docs[i] if isinstance(docs[i], str) else json.dumps(docs[i])
+                item["document"] = {"text": text}
+            results.append(item)
+        # rough token count: words plus punctuation, like a subword tokenizer would see
+        tokens = sum(len(_words(body["query"])) + len(_words(t)) + 2 for t in texts)
+        return {
+            "object": "rerank",
+            "id": f"lexical-{len(self.requests)}",
+            "model": body["model"],
+            "results": results,
+            "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens},
+        }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    endpoint: Callable[[httpx.Request], httpx.Response]
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length)
+        request = httpx.Request(
+            "POST",
+            f"http://{self.headers.get('host', 'localhost')}{self.path}",
+            headers=list(self.headers.items()),
+            content=body,
+        )
+        response = self.endpoint(request)
+        content = response.read()
+        self.send_response(response.status_code)
+        self.send_header("content-type", response.headers.get("content-type", "application/json"))
+        self.send_header("content-length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    do_GET = do_POST
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+        return
+
+
+@contextlib.contextmanager
+def serve_loopback(
+    endpoint: Callable[[httpx.Request], httpx.Response] | LexicalRerankEndpoint | None = None,
+    *,
+    port: int = 0,
+) -> Iterator[str]:
+    """Serve ``endpoint`` over HTTP on 127.0.0.1 in a background thread; yield its base URL.
+
+    The server stops, and its thread ends, when the ``with`` block exits.
+    """
+    target = endpoint if endpoint is not None else LexicalRerankEndpoint()
+    handler_fn = target.handle if isinstance(target, LexicalRerankEndpoint) else target
+    handler = type("Handler", (_Handler,), {"endpoint": staticmethod(handler_fn)})
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="rerank-loopback", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

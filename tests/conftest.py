@@ -1,0 +1,31 @@
+"""Shared fixtures. Unit tests use in-process transports (no sockets); see tests/README.md."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
+
+TEST_KEY = "test-key-0123456789abcdef"  # not a real key; long enough to be scrubbed
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's real Together settings unless it sets them itself."""
+    for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_RERANK_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def endpoint() -> LexicalRerankEndpoint:
+    """The embedded lexical endpoint, to pass as ``transport=``; records request bodies."""
+    return LexicalRerankEndpoint()
+
+
+@pytest.fixture
+def loopback_url(endpoint: LexicalRerankEndpoint) -> Iterator[str]:
+    """The same endpoint served on a real 127.0.0.1 socket; stops after the test."""
+    with serve_loopback(endpoint) as url:
+        yield url
