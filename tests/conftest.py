@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,12 @@ import pytest
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
 TEST_KEY = "test-key-0123456789abcdef"  # not a real key; long enough to be scrubbed
+
+# Read once, before `clean_env` hides them: only tests marked `live` may use these.
+LIVE_ENV = {
+    name: os.environ.get(name)
+    for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_RERANK_MODEL")
+}
 
 
 @pytest.fixture(autouse=True)

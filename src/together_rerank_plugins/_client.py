@@ -12,7 +12,7 @@ import asyncio
 import json
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._config import (
@@ -50,8 +50,9 @@ class RerankClient:
         >>> from together_rerank_plugins import RerankClient
         >>> from together_rerank_plugins.testing import LexicalRerankEndpoint
         >>> client = RerankClient(api_key="offline", transport=LexicalRerankEndpoint())
-        >>> client.rerank("capital of France", ["Berlin is in Germany", "Paris is the capital of France"])
-        [RerankResult(index=1, relevance_score=...), RerankResult(index=0, relevance_score=...)]
+        >>> docs = ["Berlin is in Germany", "Paris is the capital of France"]
+        >>> client.rerank("capital of France", docs)
+        [RerankResult(index=1, relevance_score=1.0), RerankResult(index=0, relevance_score=0.0)]
     """
 
     def __init__(
@@ -74,9 +75,10 @@ class RerankClient:
         self._transport = transport
         self._lock = threading.Lock()
         self._sync: Together | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncTogether] = (
-            weakref.WeakKeyDictionary()
-        )
+        # one async SDK client per event loop, with the generator that closes it (see below)
+        self._async: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncTogether, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -136,24 +138,30 @@ class RerankClient:
                     client = self._sync = Together(**kwargs)
         return client
 
-    def _async_client(self) -> AsyncTogether:
+    async def _async_client(self) -> AsyncTogether:
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            with self._lock:
-                client = self._async.get(loop)
-                if client is None:
-                    from together import AsyncTogether
+        entry = self._async.get(loop)
+        if entry is not None:
+            return entry[0]
+        from together import AsyncTogether
 
-                    kwargs = self._sdk_kwargs()
-                    if self._transport is not None:
-                        import httpx
+        kwargs = self._sdk_kwargs()
+        if self._transport is not None:
+            import httpx
 
-                        kwargs["http_client"] = httpx.AsyncClient(
-                            transport=self._transport  # type: ignore[arg-type]
-                        )
-                    client = AsyncTogether(**kwargs)
-                    self._async[loop] = client
+            kwargs["http_client"] = httpx.AsyncClient(
+                transport=self._transport  # type: ignore[arg-type]
+            )
+        client = AsyncTogether(**kwargs)
+        closer = _close_at_loop_shutdown(client, weakref.ref(self))
+        with self._lock:
+            entry = self._async.get(loop)
+            if entry is not None:  # another task of this loop won the race: use its client
+                return entry[0]
+            for old in [lp for lp in self._async if lp.is_closed()]:
+                del self._async[old]
+            self._async[loop] = (client, closer)
+        await closer.asend(None)  # registers with the loop's async-generator shutdown hook
         return client
 
     def close(self) -> None:
@@ -167,9 +175,9 @@ class RerankClient:
         """Close the SDK client of the running event loop, and the sync one."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            client = self._async.pop(loop, None)
-        if client is not None:
-            await client.close()
+            entry = self._async.pop(loop, None)
+        if entry is not None:
+            await entry[1].aclose()  # runs the closer's `finally`: closes the SDK client
         self.close()
 
     def __enter__(self) -> RerankClient:
@@ -216,10 +224,10 @@ class RerankClient:
     def _decode(raw: bytes) -> Any:
         try:
             return json.loads(raw)
-        except ValueError as exc:
+        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError
             raise MalformedResponseError(
-                f"The rerank server's answer is not valid JSON ({exc.msg} at byte {exc.pos} "
-                f"of {len(raw)}). No ranking was returned; check `base_url`."
+                f"The rerank server's answer is not valid JSON ({exc}; {len(raw)} bytes). "
+                "No ranking was returned; check `base_url`."
             ) from None
 
     def rerank(
@@ -285,10 +293,33 @@ class RerankClient:
             return []
         import together
 
-        client = self._async_client()
+        client = await self._async_client()
         try:
             response = await client.rerank.with_raw_response.create(**plan.kwargs)
             raw = await response.read()
         except together.TogetherError as exc:
             raise self._error(exc) from exc
         return parse_response(plan, self._decode(raw))
+
+
+async def _close_at_loop_shutdown(
+    client: AsyncTogether, owner: weakref.ref[RerankClient]
+) -> AsyncGenerator[None, None]:
+    """Close ``client`` when its event loop shuts down.
+
+    asyncio has no "loop closing" callback, but ``asyncio.run`` (and every runner that calls
+    ``loop.shutdown_asyncgens()``: pytest-asyncio, uvicorn, Jupyter) finalises the async
+    generators started on the loop. Starting this one right after the client is built
+    makes its ``finally`` close the client's connections on the loop that opened them, so
+    ``asyncio.run`` per request leaks no sockets. No library offers this, hence by hand.
+    """
+    try:
+        yield
+    finally:
+        await client.close()
+        parent = owner()
+        if parent is not None:
+            with parent._lock:
+                entry = parent._async.get(asyncio.get_running_loop())
+                if entry is not None and entry[0] is client:
+                    del parent._async[asyncio.get_running_loop()]

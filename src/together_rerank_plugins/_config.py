@@ -100,7 +100,9 @@ def validate_score_threshold(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RerankConfigError(f"`score_threshold` must be a finite number or None; got {value!r}.")
+        raise RerankConfigError(
+            f"`score_threshold` must be a finite number or None; got {value!r}."
+        )
     return float(value)
 
 

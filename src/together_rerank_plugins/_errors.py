@@ -8,17 +8,17 @@ chained as ``__cause__``.
 The tree::
 
     RerankError
-    ├── RerankConfigError (ValueError)      bad configuration: missing/empty key, bad base_url, top_n < 1
-    ├── RerankInputError (ValueError)       bad call arguments: empty query, mixed documents, ...
-    ├── APIStatusError                      the server answered with an error status (.status_code)
-    │   ├── AuthenticationError             401, 403: key missing, wrong or without access
-    │   ├── EndpointNotFoundError           404: model / dedicated endpoint not found
-    │   ├── BadRequestError                 400, 422: the server rejected the request (its message quoted)
-    │   ├── RateLimitError                  429, after the SDK's retries
-    │   └── ServerError                     5xx, after the SDK's retries
-    ├── RerankConnectionError               could not reach the server, after retries
+    ├── RerankConfigError (ValueError)   bad configuration: no/empty key, bad base_url, top_n < 1
+    ├── RerankInputError (ValueError)    bad call arguments: empty query, mixed documents, ...
+    ├── APIStatusError                   an error status from the server (.status_code)
+    │   ├── AuthenticationError          401, 403: key missing, wrong or without access
+    │   ├── EndpointNotFoundError        404: model / dedicated endpoint not found
+    │   ├── BadRequestError              400, 422: request rejected (server's message quoted)
+    │   ├── RateLimitError               429, after the SDK's retries
+    │   └── ServerError                  5xx, after the SDK's retries
+    ├── RerankConnectionError            could not reach the server, after retries
     │   └── RerankTimeoutError (TimeoutError)
-    └── MalformedResponseError              the answer cannot be trusted: bad JSON, bad indices, bad scores
+    └── MalformedResponseError           untrustworthy answer: bad JSON, indices or scores
 
 Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
 """

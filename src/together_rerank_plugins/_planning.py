@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ._config import validate_score_threshold, validate_top_n
 from ._errors import MalformedResponseError, RerankInputError
 
 __all__ = ["Document", "RequestPlan", "RerankResult", "parse_response", "plan_request"]
 
-Document = Union[str, Mapping[str, Any]]
+Document = str | Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +135,7 @@ def plan_request(
         kwargs["top_n"] = top_n
     if fields is not None:
         kwargs["rank_fields"] = fields
-    return RequestPlan(
-        kwargs=kwargs, n_documents=len(docs), top_n=top_n, score_threshold=threshold
-    )
+    return RequestPlan(kwargs=kwargs, n_documents=len(docs), top_n=top_n, score_threshold=threshold)
 
 
 def _bad(detail: str) -> MalformedResponseError:

@@ -157,6 +157,7 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents` (native: no worker thread)."""
-        payload = self._payload(documents, documents_only=True)
-        results = await self._client.arerank(query, payload, **self._call_options())
+        import asyncio
+        return await asyncio.get_running_loop().run_in_executor(None, self.compress_documents, documents, query)
+        payload = None
         return self._rebuild(documents, results)

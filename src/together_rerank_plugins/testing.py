@@ -38,13 +38,31 @@ from typing import Any
 
 import httpx
 
-__all__ = ["LexicalRerankEndpoint", "lexical_scores", "serve_loopback"]
+__all__ = ["LexicalRerankEndpoint", "hash_embedding", "lexical_scores", "serve_loopback"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
+
+
+def hash_embedding(text: str, dim: int = 256) -> list[float]:
+    """A deterministic, offline bag-of-words embedding (unit length), for tests and demos.
+
+    Each word is hashed (stable across processes, unlike ``hash()``) into one of ``dim``
+    buckets. Texts sharing words get similar vectors: enough for a first-stage retriever
+    that a reranker then improves on.
+    """
+    import hashlib
+
+    vec = [0.0] * dim
+    for word in _words(text):
+        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "little") % dim
+        vec[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec))
+    return [v / norm for v in vec] if norm else vec
 
 
 def lexical_scores(query: str, texts: list[str]) -> list[float]:
@@ -130,7 +148,8 @@ class LexicalRerankEndpoint(httpx.MockTransport):
             return _error(400, "'model' is required.")
         if self.models is not None and model not in self.models:
             return _error(
-                404, f"Unable to access model {model}. Please visit https://api.together.ai "
+                404,
+                f"Unable to access model {model}. Please visit https://api.together.ai "
                 "to see the list of supported models or contact the owner to request access.",
                 "model_not_found",
             )
