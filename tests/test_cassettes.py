@@ -62,7 +62,12 @@ def target(request: pytest.FixtureRequest, record_mode: str) -> Iterator[dict[st
         else contextlib.nullcontext(LOOPBACK_URL)
     )
     with server:
-        yield {"name": "loopback", "api_key": RECORDING_KEY, "model": None, "base_url": LOOPBACK_URL}
+        yield {
+            "name": "loopback",
+            "api_key": RECORDING_KEY,
+            "model": None,
+            "base_url": LOOPBACK_URL,
+        }
 
 
 @pytest.fixture
@@ -138,7 +143,7 @@ async def test_llama_index_adapter(target: dict[str, Any]) -> None:
     sync = rerank.postprocess_nodes(nodes, query_str=QUERY)
     async_ = await rerank.apostprocess_nodes(nodes, query_str=QUERY)
     for out in (sync, async_):
-        assert [n.node.node_id for n in out][0] == f"n{RELEVANT}"
+        assert out[0].node.node_id == f"n{RELEVANT}"
         check_ranking(target, [int(n.node.node_id[1:]) for n in out], [n.score or 0 for n in out])
 
 

@@ -155,7 +155,11 @@ def test_only_set_fields_are_sent_and_json_is_deterministic() -> None:
     client.rerank("cat", DOCS, top_n=10)  # more than the candidates: not sent
     first, second, with_top, with_big = (r.content for r in rec.requests)
     assert first == second
-    assert json.loads(first) == {"model": "Salesforce/Llama-Rank-V1", "query": "cat", "documents": DOCS}
+    assert json.loads(first) == {
+        "model": "Salesforce/Llama-Rank-V1",
+        "query": "cat",
+        "documents": DOCS,
+    }
     assert json.loads(with_top)["top_n"] == 2
     assert "top_n" not in json.loads(with_big)
     other, rec2 = make(Recorder(endpoint.handle))  # a second client sends the same bytes
@@ -225,7 +229,9 @@ def test_scrambled_server_order_is_sorted_by_score_and_mapped_by_index() -> None
 
 
 def test_top_n_then_threshold() -> None:
-    reply = results_reply([{"index": i, "relevance_score": s} for i, s in enumerate([0.9, 0.2, 0.6, 0.4])])
+    reply = results_reply(
+        [{"index": i, "relevance_score": s} for i, s in enumerate([0.9, 0.2, 0.6, 0.4])]
+    )
     client, _ = make(reply)
     assert [r.index for r in client.rerank("q", DOCS, top_n=3)] == [0, 2, 3]
     assert [r.index for r in client.rerank("q", DOCS, top_n=3, score_threshold=0.5)] == [0, 2]
@@ -254,7 +260,10 @@ def test_result_is_frozen() -> None:
     [
         ([{"index": 4, "relevance_score": 0.1}], "out of range"),
         ([{"index": -1, "relevance_score": 0.1}], "out of range"),
-        ([{"index": 0, "relevance_score": 0.1}, {"index": 0, "relevance_score": 0.2}], "more than once"),
+        (
+            [{"index": 0, "relevance_score": 0.1}, {"index": 0, "relevance_score": 0.2}],
+            "more than once",
+        ),
         ([{"index": 0}], "not a number"),
         ([{"index": 0, "relevance_score": None}], "not a number"),
         ([{"index": 0, "relevance_score": "0.5"}], "not a number"),
@@ -272,7 +281,7 @@ def test_malformed_results_raise_never_rank(results: Any, match: str) -> None:
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_scores_raise(token: str) -> None:
-    body = '{"results": [{"index": 0, "relevance_score": %s}]}' % token
+    body = '{"results": [{"index": 0, "relevance_score": ' + token + "}]}"
     client, _ = make(lambda r: httpx.Response(200, content=body.encode()))
     with pytest.raises(trp.MalformedResponseError, match="finite"):
         client.rerank("q", ["d"])
@@ -351,8 +360,12 @@ def test_timeout_and_connection_errors_are_typed() -> None:
 def test_sdk_retries_transient_errors_honouring_retry_after() -> None:
     answers = iter(
         [
-            httpx.Response(503, headers={"retry-after-ms": "1"}, json={"error": {"message": "busy"}}),
-            httpx.Response(429, headers={"retry-after-ms": "1"}, json={"error": {"message": "slow"}}),
+            httpx.Response(
+                503, headers={"retry-after-ms": "1"}, json={"error": {"message": "busy"}}
+            ),
+            httpx.Response(
+                429, headers={"retry-after-ms": "1"}, json={"error": {"message": "slow"}}
+            ),
             httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.7}]}),
         ]
     )
@@ -381,7 +394,7 @@ def test_sync_client_is_built_once_and_reused() -> None:
 
 
 async def test_async_path_matches_sync_and_reuses_its_client() -> None:
-    client, rec = make(LexicalRerankEndpoint().handle)
+    client, _ = make(LexicalRerankEndpoint().handle)
     sync = client.rerank("cat dog", DOCS, top_n=2)
     first = await client.arerank("cat dog", DOCS, top_n=2)
     sdk = client._async[asyncio.get_running_loop()]
@@ -392,16 +405,19 @@ async def test_async_path_matches_sync_and_reuses_its_client() -> None:
     await client.aclose()
 
 
-def test_a_new_event_loop_gets_its_own_async_client() -> None:
+def test_each_event_loop_gets_its_own_async_client_closed_at_shutdown() -> None:
     client, _ = make(LexicalRerankEndpoint().handle)
+    seen = []
 
-    async def one() -> int:
+    async def one() -> None:
         await client.arerank("cat", DOCS)
-        return id(client._async[asyncio.get_running_loop()])
+        seen.append(client._async[asyncio.get_running_loop()][0])
 
-    a = asyncio.run(one())
-    b = asyncio.run(one())
-    assert a != b  # the first loop's client is not reused on a closed loop
+    asyncio.run(one())
+    asyncio.run(one())
+    assert seen[0] is not seen[1]  # a closed loop's client is never reused
+    assert all(sdk.is_closed() for sdk in seen)  # closed by asyncio.run's shutdown
+    assert len(client._async) == 0  # and forgotten
 
 
 async def test_async_errors_are_typed_too() -> None:
@@ -414,7 +430,8 @@ def test_importing_the_package_does_not_import_the_sdk_or_frameworks() -> None:
     code = (
         "import sys, together_rerank_plugins as t\n"
         "c = t.RerankClient(api_key='x-offline-key')\n"
-        "print(sorted(m for m in ('together', 'llama_index', 'langchain_core') if m in sys.modules))"
+        "mods = ('together', 'llama_index', 'langchain_core')\n"
+        "print(sorted(m for m in mods if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ bound to the loop that opened them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import weakref
@@ -153,6 +154,10 @@ class RerankClient:
                 transport=self._transport  # type: ignore[arg-type]
             )
         client = AsyncTogether(**kwargs)
+        # The SDK's first async request computes its platform headers in a worker thread
+        # (`asyncify(get_platform)`); give it the value (computed once per process, a few
+        # microseconds of reading /etc/os-release) so the async path never starts a thread.
+        client._platform = _sdk_platform()
         closer = _close_at_loop_shutdown(client, weakref.ref(self))
         with self._lock:
             entry = self._async.get(loop)
@@ -300,6 +305,13 @@ class RerankClient:
         except together.TogetherError as exc:
             raise self._error(exc) from exc
         return parse_response(plan, self._decode(raw))
+
+
+@functools.cache
+def _sdk_platform() -> Any:
+    from together._base_client import get_platform
+
+    return get_platform()
 
 
 async def _close_at_loop_shutdown(

@@ -143,7 +143,7 @@ def _reranked_hits(
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm if norm else 0.0
 
@@ -300,8 +300,7 @@ _FRAMEWORKS = (
         "LangChain",
         "langchain_core",
         "langchain",
-        "InMemoryVectorStore.as_retriever(k={k}) -> TogetherRerank(top_n={n})"
-        ".compress_documents",
+        "InMemoryVectorStore.as_retriever(k={k}) -> TogetherRerank(top_n={n}).compress_documents",
         run_langchain,
     ),
 )
@@ -355,10 +354,12 @@ def _summary(results: dict[str, list[Comparison]]) -> str:
             and c.reranked[0].passage.id != c.candidates[0].passage.id
             for c in comps
         )
-        before = sum(bool(c.candidates) and c.candidates[0].passage.id == c.question.answer_id
-                     for c in comps)
-        after = sum(bool(c.reranked) and c.reranked[0].passage.id == c.question.answer_id
-                    for c in comps)
+        before = sum(
+            bool(c.candidates) and c.candidates[0].passage.id == c.question.answer_id for c in comps
+        )
+        after = sum(
+            bool(c.reranked) and c.reranked[0].passage.id == c.question.answer_id for c in comps
+        )
         changed.append(f"{differ}/{n} ({name})")
         answered.append(f"{before}/{n} -> {after}/{n} ({name})")
     return (
@@ -462,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not results:
         print(
-            'error: neither LlamaIndex nor LangChain is installed; run `pip install '
+            "error: neither LlamaIndex nor LangChain is installed; run `pip install "
             '"together-rerank-plugins[all]"`.',
             file=sys.stderr,
         )
@@ -472,4 +473,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        exit_code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        exit_code = 1
+    sys.exit(exit_code)

@@ -16,7 +16,7 @@ validation and errors live in the core.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 try:
     from langchain_core.callbacks import Callbacks
@@ -38,7 +38,7 @@ __all__ = ["RELEVANCE_SCORE_KEY", "TogetherRerank"]
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
 
-RerankInput = Union[str, Document, Mapping[str, Any]]
+RerankInput = str | Document | Mapping[str, Any]
 
 
 class TogetherRerank(RerankFields, BaseDocumentCompressor):
@@ -85,7 +85,9 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
             elif not documents_only and isinstance(doc, (str, Mapping)):
                 out.append(doc)
             else:
-                expected = "LangChain Documents" if documents_only else "Documents, strings or mappings"
+                expected = (
+                    "LangChain Documents" if documents_only else "Documents, strings or mappings"
+                )
                 raise RerankInputError(
                     f"documents[{i}] is a {type(doc).__name__}; pass {expected}."
                 )
@@ -157,7 +159,6 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents` (native: no worker thread)."""
-        import asyncio
-        return await asyncio.get_running_loop().run_in_executor(None, self.compress_documents, documents, query)
-        payload = None
+        payload = self._payload(documents, documents_only=True)
+        results = await self._client.arerank(query, payload, **self._call_options())
         return self._rebuild(documents, results)

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    import llama_index.core.instrumentation as instrument
     from llama_index.core.bridge.pydantic import ConfigDict, Field, SecretStr
     from llama_index.core.callbacks import CBEventType, EventPayload
+    from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
@@ -35,7 +35,7 @@ from ._planning import RequestPlan, RerankResult
 
 __all__ = ["RETRIEVAL_SCORE_KEY", "TogetherRerank"]
 
-dispatcher = instrument.get_dispatcher(__name__)
+dispatcher = get_dispatcher(__name__)
 
 #: Node metadata key that keeps the first-stage (retrieval) score. It is excluded from the
 #: text LlamaIndex shows the LLM and the embedder, so it never leaks into a prompt.
@@ -63,7 +63,8 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         >>> rerank = TogetherRerank(top_n=1, api_key="offline", transport=LexicalRerankEndpoint())
         >>> nodes = [NodeWithScore(node=TextNode(text=t), score=0.5)
         ...          for t in ["Berlin is in Germany", "Paris is the capital of France"]]
-        >>> [n.node.get_content() for n in rerank.postprocess_nodes(nodes, query_str="capital of France")]
+        >>> best = rerank.postprocess_nodes(nodes, query_str="capital of France")
+        >>> [n.node.get_content() for n in best]
         ['Paris is the capital of France']
     """
 
@@ -101,19 +102,16 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         for r in results:
             original = nodes[r.index]
             node = original.node
+            update: dict[str, Any] = {"metadata": dict(node.metadata)}  # always a copy
             if original.score is not None:
-                node = node.model_copy(
-                    update={
-                        "metadata": {**node.metadata, RETRIEVAL_SCORE_KEY: original.score},
-                        "excluded_llm_metadata_keys": _with(
-                            node.excluded_llm_metadata_keys, RETRIEVAL_SCORE_KEY
-                        ),
-                        "excluded_embed_metadata_keys": _with(
-                            node.excluded_embed_metadata_keys, RETRIEVAL_SCORE_KEY
-                        ),
-                    }
+                update["metadata"][RETRIEVAL_SCORE_KEY] = original.score
+                update["excluded_llm_metadata_keys"] = _with(
+                    node.excluded_llm_metadata_keys, RETRIEVAL_SCORE_KEY
                 )
-            out.append(NodeWithScore(node=node, score=r.relevance_score))
+                update["excluded_embed_metadata_keys"] = _with(
+                    node.excluded_embed_metadata_keys, RETRIEVAL_SCORE_KEY
+                )
+            out.append(NodeWithScore(node=node.model_copy(update=update), score=r.relevance_score))
         return out
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> Any:
@@ -148,7 +146,7 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
             results = self._client.execute(plan)
             return self._end(event, self._rebuild(nodes, results))
 
-    @dispatcher.span  # type: ignore[misc]
+    @dispatcher.span
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
