@@ -387,9 +387,9 @@ def test_retries_are_bounded_by_max_retries() -> None:
 def test_sync_client_is_built_once_and_reused() -> None:
     client, rec = make(LexicalRerankEndpoint().handle)
     client.rerank("cat", DOCS)
-    first = client._sync
+    first = client._sdk._sync
     client.rerank("dog", DOCS)
-    assert client._sync is first is not None
+    assert client._sdk._sync is first is not None
     assert len(rec.requests) == 2
 
 
@@ -397,11 +397,11 @@ async def test_async_path_matches_sync_and_reuses_its_client() -> None:
     client, _ = make(LexicalRerankEndpoint().handle)
     sync = client.rerank("cat dog", DOCS, top_n=2)
     first = await client.arerank("cat dog", DOCS, top_n=2)
-    sdk = client._async[asyncio.get_running_loop()]
+    sdk = client._sdk._async[asyncio.get_running_loop()]
     second = await client.arerank("cat dog", DOCS, top_n=2)
     assert sync == first == second
-    assert client._async[asyncio.get_running_loop()] is sdk
-    assert len(client._async) == 1
+    assert client._sdk._async[asyncio.get_running_loop()] is sdk
+    assert len(client._sdk._async) == 1
     await client.aclose()
 
 
@@ -411,13 +411,13 @@ def test_each_event_loop_gets_its_own_async_client_closed_at_shutdown() -> None:
 
     async def one() -> None:
         await client.arerank("cat", DOCS)
-        seen.append(client._async[asyncio.get_running_loop()][0])
+        seen.append(client._sdk._async[asyncio.get_running_loop()][0])
 
     asyncio.run(one())
     asyncio.run(one())
     assert seen[0] is not seen[1]  # a closed loop's client is never reused
     assert all(sdk.is_closed() for sdk in seen)  # closed by asyncio.run's shutdown
-    assert len(client._async) == 0  # and forgotten
+    assert len(client._sdk._async) == 0  # and forgotten
 
 
 async def test_async_errors_are_typed_too() -> None:

@@ -654,17 +654,17 @@ async def test_async_uses_no_worker_thread(monkeypatch: pytest.MonkeyPatch) -> N
 
     assert [n.score for n in out] == [s for _, s in expected_ranking(FRUIT_QUERY, FRUIT, 5)]
     assert handler_threads == [threading.get_ident()] * 2
-    assert rerank.client._sync is None  # the sync SDK client was never built
+    assert rerank.client._sdk._sync is None  # the sync SDK client was never built
 
 
 async def test_async_client_reused_on_one_loop(endpoint: LexicalRerankEndpoint) -> None:
     rerank = make(endpoint)
     await rerank.apostprocess_nodes(nodes_of(FRUIT), query_str=FRUIT_QUERY)
-    first = rerank.client._async[asyncio.get_running_loop()]
+    first = rerank.client._sdk._async[asyncio.get_running_loop()]
     await rerank.apostprocess_nodes(nodes_of(FRUIT), query_str="green pears")
     assert len(endpoint.requests) == 2
-    assert len(rerank.client._async) == 1
-    assert rerank.client._async[asyncio.get_running_loop()] is first
+    assert len(rerank.client._sdk._async) == 1
+    assert rerank.client._sdk._async[asyncio.get_running_loop()] is first
     await rerank.client.aclose()
 
 
@@ -674,7 +674,7 @@ def test_new_async_client_for_a_new_loop(endpoint: LexicalRerankEndpoint) -> Non
     async def once() -> Any:
         out = await rerank.apostprocess_nodes(nodes_of(FRUIT), query_str=FRUIT_QUERY)
         assert len(out) == 5
-        client = rerank.client._async[asyncio.get_running_loop()]
+        client = rerank.client._sdk._async[asyncio.get_running_loop()]
         await rerank.client.aclose()
         return client
 

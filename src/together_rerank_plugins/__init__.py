@@ -9,6 +9,7 @@ LangChain document compressor.
 Importing this package imports neither framework nor the ``together`` SDK.
 """
 
+from ._cache import InMemoryScoreStore, ScoreStore
 from ._client import RerankClient
 from ._config import DEFAULT_MODEL
 from ._errors import (
@@ -25,7 +26,7 @@ from ._errors import (
     RerankTimeoutError,
     ServerError,
 )
-from ._planning import RerankResult
+from ._planning import RerankResult, RerankResults, Usage
 
 __version__ = "0.1.0"
 
@@ -37,13 +38,17 @@ __all__ = [
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",
+    "InMemoryScoreStore",
     "RerankClient",
     "RerankConfigError",
     "RerankConnectionError",
     "RerankError",
     "RerankInputError",
     "RerankResult",
+    "RerankResults",
     "RerankTimeoutError",
+    "ScoreStore",
     "ServerError",
+    "Usage",
     "__version__",
 ]

@@ -1,35 +1,64 @@
-"""The shared rerank client: configuration, SDK clients, one validated call.
+"""The shared rerank client: one validated, planned, batched, cached call.
 
-Only this module imports the ``together`` SDK, and only on first use (it costs about half a
-second to import). The sync SDK client is built once per :class:`RerankClient`; an async one is
-built lazily for each running event loop, because an ``httpx.AsyncClient``'s connections are
-bound to the loop that opened them.
+The framework adapters only translate their objects to :meth:`RerankClient.rerank` /
+:meth:`RerankClient.arerank` calls and back; everything else happens here and in the pure
+modules it drives (``_planning``, ``_batching``, ``_longdocs``, ``_cache``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import threading
-import weakref
-from collections.abc import AsyncGenerator, Sequence
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from ._batching import CallPlan, PlanOptions
+from ._cache import InMemoryScoreStore, ScoreStore, amget, amset
 from ._config import (
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     Settings,
+    accepts_rank_fields,
+    model_limits,
+    positive_int,
     resolve_settings,
 )
-from ._errors import MalformedResponseError, RerankError, translate_sdk_error
-from ._planning import Document, RequestPlan, RerankResult, parse_response, plan_request
+from ._errors import (
+    AuthenticationError,
+    BadRequestError,
+    RerankConfigError,
+    RerankError,
+    RerankInputError,
+)
+from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
+from ._planning import CallSpec, Document, RerankResults, validate_call
+from ._sdk import SDKClients
 
 if TYPE_CHECKING:
     import httpx
-    from together import AsyncTogether, Together
 
 __all__ = ["RerankClient"]
+
+logger = logging.getLogger("together_rerank_plugins")
+
+#: errors that fallback never masks: they are the caller's to fix, not the service's
+_NEVER_MASKED = (AuthenticationError, BadRequestError, RerankConfigError, RerankInputError)
+ON_ERROR = ("raise", "fallback")
+
+
+def _resolve_cache(cache: Any) -> ScoreStore | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return InMemoryScoreStore()
+    if callable(getattr(cache, "mget", None)) and callable(getattr(cache, "mset", None)):
+        return cache  # type: ignore[no-any-return]
+    raise RerankConfigError(
+        "`cache` must be True (in-memory LRU), False/None, or a store with "
+        f"mget(keys)/mset(items); got {type(cache).__name__}."
+    )
 
 
 class RerankClient:
@@ -41,6 +70,26 @@ class RerankClient:
     in ``/v1`` or not. Retries (``max_retries``, default 2) are the SDK's: 408, 409, 429, 5xx,
     timeouts and connection errors, with backoff that honours ``Retry-After``. ``timeout`` is
     seconds per attempt.
+
+    Scale and cost:
+
+    - ``max_batch_size`` (default: the model's documented cap, 1,024 for Llama-Rank) and
+      ``max_concurrency`` (requests in flight for one call, default 8): more candidates than
+      one request takes are sent in concurrent batches and merged into one ranking (see
+      ``_batching`` for why merging pointwise scores is sound).
+    - Identical candidates are scored once. ``dedupe=True`` (default) returns only the first
+      occurrence; ``dedupe=False`` returns every occurrence with the shared score.
+    - ``cache``: ``True`` for an in-memory LRU of scores, or any store with
+      ``mget``/``mset``; only documents that miss are sent.
+    - ``long_documents``: ``"chunk"`` (default: overlapping windows, best window's score),
+      ``"truncate"`` or ``"error"`` for documents over ``max_tokens_per_doc`` (default: the
+      model's, 8,192 for Llama-Rank; the query counts against it). Counts are estimated
+      without undercounting, or come from ``tokenizer`` (a function returning a count).
+
+    Failure: ``on_error="raise"`` (default) raises a typed :class:`RerankError`;
+    ``"fallback"`` logs a WARNING and returns the candidates in their original order cut to
+    ``top_n`` (``results.fallback`` is True, scores are NaN) — except for authentication
+    and bad-request errors, which always raise.
 
     ``transport`` (an ``httpx`` transport such as ``httpx.MockTransport`` or
     :class:`together_rerank_plugins.testing.LexicalRerankEndpoint`) replaces the network for
@@ -64,45 +113,70 @@ class RerankClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         *,
+        max_batch_size: int | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        dedupe: bool = True,
+        cache: Any = None,
+        long_documents: str = "chunk",
+        max_tokens_per_doc: int | None = None,
+        tokenizer: Callable[[str], int] | None = None,
+        on_error: str = "raise",
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._settings: Settings = resolve_settings(
+        settings: Settings = resolve_settings(
             model=model,
             api_key=api_key,
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
         )
-        self._transport = transport
-        self._lock = threading.Lock()
-        self._sync: Together | None = None
-        # one async SDK client per event loop, with the generator that closes it (see below)
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[AsyncTogether, AsyncGenerator[None, None]]
-        ] = weakref.WeakKeyDictionary()
+        limits = model_limits(settings.model)
+        if long_documents not in LONG_DOCUMENT_POLICIES:
+            raise RerankConfigError(
+                f"`long_documents` must be one of {LONG_DOCUMENT_POLICIES}; got {long_documents!r}."
+            )
+        if on_error not in ON_ERROR:
+            raise RerankConfigError(f"`on_error` must be one of {ON_ERROR}; got {on_error!r}.")
+        if tokenizer is not None and not callable(tokenizer):
+            raise RerankConfigError("`tokenizer` must be a function str -> token count.")
+        self.max_batch_size = positive_int(
+            "max_batch_size", limits.max_documents if max_batch_size is None else max_batch_size
+        )
+        self.max_concurrency = positive_int("max_concurrency", max_concurrency)
+        self.max_tokens_per_doc = positive_int(
+            "max_tokens_per_doc",
+            limits.max_tokens_per_doc if max_tokens_per_doc is None else max_tokens_per_doc,
+        )
+        self.dedupe = bool(dedupe)
+        self.cache = _resolve_cache(cache)
+        self.long_documents = long_documents
+        self.tokenizer = tokenizer
+        self.on_error = on_error
+        self._sdk = SDKClients(settings, transport)
 
     # -- configuration -------------------------------------------------------------------
     @property
     def model(self) -> str:
-        return self._settings.model
+        return self._sdk.settings.model
 
     @property
     def base_url(self) -> str:
-        return self._settings.base_url
+        return self._sdk.settings.base_url
 
     @property
     def timeout(self) -> float | None:
-        return self._settings.timeout
+        return self._sdk.settings.timeout
 
     @property
     def max_retries(self) -> int:
-        return self._settings.max_retries
+        return self._sdk.settings.max_retries
 
     def __repr__(self) -> str:
-        s = self._settings
+        s = self._sdk.settings
         return (
             f"RerankClient(model={s.model!r}, base_url={s.base_url!r}, timeout={s.timeout!r}, "
-            f"max_retries={s.max_retries!r})"
+            f"max_retries={s.max_retries!r}, max_batch_size={self.max_batch_size}, "
+            f"max_concurrency={self.max_concurrency}, on_error={self.on_error!r})"
         )
 
     def __reduce__(self) -> Any:
@@ -111,79 +185,15 @@ class RerankClient:
             "pickle the adapter (which rebuilds its client) or build a new client."
         )
 
-    # -- SDK clients ---------------------------------------------------------------------
-    def _sdk_kwargs(self) -> dict[str, Any]:
-        s = self._settings
-        return {
-            "api_key": s.api_key,
-            "base_url": s.base_url,
-            "timeout": s.timeout,
-            "max_retries": s.max_retries,
-        }
-
-    def _sync_client(self) -> Together:
-        client = self._sync
-        if client is None:
-            with self._lock:
-                client = self._sync
-                if client is None:
-                    from together import Together
-
-                    kwargs = self._sdk_kwargs()
-                    if self._transport is not None:
-                        import httpx
-
-                        kwargs["http_client"] = httpx.Client(
-                            transport=self._transport  # type: ignore[arg-type]
-                        )
-                    client = self._sync = Together(**kwargs)
-        return client
-
-    async def _async_client(self) -> AsyncTogether:
-        loop = asyncio.get_running_loop()
-        entry = self._async.get(loop)
-        if entry is not None:
-            return entry[0]
-        from together import AsyncTogether
-
-        kwargs = self._sdk_kwargs()
-        if self._transport is not None:
-            import httpx
-
-            kwargs["http_client"] = httpx.AsyncClient(
-                transport=self._transport  # type: ignore[arg-type]
-            )
-        client = AsyncTogether(**kwargs)
-        # The SDK's first async request computes its platform headers in a worker thread
-        # (`asyncify(get_platform)`); give it the value (computed once per process, a few
-        # microseconds of reading /etc/os-release) so the async path never starts a thread.
-        client._platform = _sdk_platform()
-        closer = _close_at_loop_shutdown(client, weakref.ref(self))
-        with self._lock:
-            entry = self._async.get(loop)
-            if entry is not None:  # another task of this loop won the race: use its client
-                return entry[0]
-            for old in [lp for lp in self._async if lp.is_closed()]:
-                del self._async[old]
-            self._async[loop] = (client, closer)
-        await closer.asend(None)  # registers with the loop's async-generator shutdown hook
-        return client
-
+    # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
-        """Close the sync SDK client's connections (async ones close with :meth:`aclose`)."""
-        with self._lock:
-            client, self._sync = self._sync, None
-        if client is not None:
-            client.close()
+        """Close the sync SDK client's connections (async ones close with :meth:`aclose`
+        or when their event loop shuts down)."""
+        self._sdk.close()
 
     async def aclose(self) -> None:
         """Close the SDK client of the running event loop, and the sync one."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._async.pop(loop, None)
-        if entry is not None:
-            await entry[1].aclose()  # runs the closer's `finally`: closes the SDK client
-        self.close()
+        await self._sdk.aclose()
 
     def __enter__(self) -> RerankClient:
         return self
@@ -197,7 +207,7 @@ class RerankClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- calls ---------------------------------------------------------------------------
+    # -- planning ------------------------------------------------------------------------
     def plan(
         self,
         query: Any,
@@ -206,35 +216,51 @@ class RerankClient:
         top_n: int | None = None,
         rank_fields: Sequence[str] | None = None,
         score_threshold: float | None = None,
-    ) -> RequestPlan:
-        """Validate a call without sending it (raises :class:`RerankInputError`)."""
-        return plan_request(
-            model=self._settings.model,
+    ) -> CallPlan:
+        """Validate a call and plan its requests without sending anything.
+
+        Raises :class:`RerankInputError` for bad arguments. Adapters call this before they
+        emit their start events, so a bad call leaves no dangling event.
+        """
+        spec = validate_call(
             query=query,
             documents=documents,
             top_n=top_n,
             rank_fields=rank_fields,
             score_threshold=score_threshold,
         )
+        if spec.rank_fields and not accepts_rank_fields(self.model):
+            raise RerankInputError(
+                f"`rank_fields` works only with Llama-Rank endpoints, not {self.model!r}; "
+                "pass the documents as strings instead."
+            )
+        return CallPlan(spec, self._plan_options(spec))
 
-    def _error(self, exc: BaseException) -> RerankError:
-        return translate_sdk_error(
-            exc,
-            model=self._settings.model,
-            base_url=self._settings.base_url,
-            secret=self._settings.api_key,
+    def _plan_options(self, spec: CallSpec) -> PlanOptions:
+        return PlanOptions(
+            model=self.model,
+            max_batch_size=self.max_batch_size,
+            dedupe=self.dedupe,
+            use_cache=self.cache is not None,
+            long_documents=self.long_documents,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            count_tokens=self.tokenizer or estimate_tokens,
+            fast_upper_bound=0 if self.tokenizer else 3,
         )
 
-    @staticmethod
-    def _decode(raw: bytes) -> Any:
-        try:
-            return json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError
-            raise MalformedResponseError(
-                f"The rerank server's answer is not valid JSON ({exc}; {len(raw)} bytes). "
-                "No ranking was returned; check `base_url`."
-            ) from None
+    def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
+        if self.on_error != "fallback" or isinstance(error, _NEVER_MASKED):
+            raise error
+        logger.warning(
+            "Rerank failed; returning %d candidates in retrieval order (on_error='fallback'): "
+            "%s: %s",
+            len(plan.spec.documents),
+            type(error).__name__,
+            error,
+        )
+        return plan.fallback(error)
 
+    # -- calls ---------------------------------------------------------------------------
     def rerank(
         self,
         query: str,
@@ -243,11 +269,12 @@ class RerankClient:
         top_n: int | None = None,
         rank_fields: Sequence[str] | None = None,
         score_threshold: float | None = None,
-    ) -> list[RerankResult]:
+    ) -> RerankResults:
         """Rank ``documents`` (strings or mappings) against ``query``, best first.
 
         ``top_n=None`` keeps every document; ``score_threshold`` then drops results scoring
-        below it. No request is sent for an empty ``documents``.
+        below it. No request is sent for an empty ``documents``. Returns a list of
+        :class:`RerankResult` with the call's ``usage`` and counters as attributes.
         """
         return self.execute(
             self.plan(
@@ -259,18 +286,33 @@ class RerankClient:
             )
         )
 
-    def execute(self, plan: RequestPlan) -> list[RerankResult]:
-        """Send a call validated by :meth:`plan` and return its ranking."""
-        if plan.n_documents == 0:
-            return []
-        import together
-
-        client = self._sync_client()
+    def execute(self, plan: CallPlan) -> RerankResults:
+        """Send a call planned by :meth:`plan` and return its ranking."""
+        keys: list[str] = []
+        if self.cache is not None and plan.spec.documents:
+            keys = plan.cache_keys()
+            plan.use_cached(self.cache.mget(keys))
         try:
-            raw = client.rerank.with_raw_response.create(**plan.kwargs).read()
-        except together.TogetherError as exc:
-            raise self._error(exc) from exc
-        return parse_response(plan, self._decode(raw))
+            requests = plan.requests()
+            if len(requests) <= 1 or self.max_concurrency == 1:
+                answers = [self._sdk.send(kwargs) for kwargs in requests]
+            else:
+                answers = self._send_concurrently(requests)
+            for i, answer in enumerate(answers):
+                plan.absorb(i, answer)
+        except RerankError as exc:
+            return self._failed(plan, exc)
+        if keys:
+            self.cache.mset(plan.fresh_scores(keys))  # type: ignore[union-attr]
+        return plan.results()
+
+    def _send_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
+        workers = min(self.max_concurrency, len(requests))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="together-rerank")
+        try:
+            return list(pool.map(self._sdk.send, requests))
+        finally:  # on the first error, start no further request
+            pool.shutdown(wait=True, cancel_futures=True)
 
     async def arerank(
         self,
@@ -280,7 +322,7 @@ class RerankClient:
         top_n: int | None = None,
         rank_fields: Sequence[str] | None = None,
         score_threshold: float | None = None,
-    ) -> list[RerankResult]:
+    ) -> RerankResults:
         """Async :meth:`rerank`: awaits the async SDK client (no worker thread)."""
         return await self.aexecute(
             self.plan(
@@ -292,46 +334,38 @@ class RerankClient:
             )
         )
 
-    async def aexecute(self, plan: RequestPlan) -> list[RerankResult]:
-        """Async :meth:`execute`."""
-        if plan.n_documents == 0:
-            return []
-        import together
-
-        client = await self._async_client()
+    async def aexecute(self, plan: CallPlan) -> RerankResults:
+        """Async :meth:`execute`: batches run concurrently on the event loop."""
+        keys: list[str] = []
+        if self.cache is not None and plan.spec.documents:
+            keys = plan.cache_keys()
+            plan.use_cached(await amget(self.cache, keys))
         try:
-            response = await client.rerank.with_raw_response.create(**plan.kwargs)
-            raw = await response.read()
-        except together.TogetherError as exc:
-            raise self._error(exc) from exc
-        return parse_response(plan, self._decode(raw))
+            requests = plan.requests()
+            if len(requests) <= 1:
+                answers = [await self._sdk.asend(kwargs) for kwargs in requests]
+            else:
+                answers = await self._asend_concurrently(requests)
+            for i, answer in enumerate(answers):
+                plan.absorb(i, answer)
+        except RerankError as exc:
+            return self._failed(plan, exc)
+        if keys:
+            await amset(self.cache, plan.fresh_scores(keys))
+        return plan.results()
 
+    async def _asend_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
+        gate = asyncio.Semaphore(self.max_concurrency)
 
-@functools.cache
-def _sdk_platform() -> Any:
-    from together._base_client import get_platform
+        async def one(kwargs: dict[str, Any]) -> Any:
+            async with gate:
+                return await self._sdk.asend(kwargs)
 
-    return get_platform()
-
-
-async def _close_at_loop_shutdown(
-    client: AsyncTogether, owner: weakref.ref[RerankClient]
-) -> AsyncGenerator[None, None]:
-    """Close ``client`` when its event loop shuts down.
-
-    asyncio has no "loop closing" callback, but ``asyncio.run`` (and every runner that calls
-    ``loop.shutdown_asyncgens()``: pytest-asyncio, uvicorn, Jupyter) finalises the async
-    generators started on the loop. Starting this one right after the client is built
-    makes its ``finally`` close the client's connections on the loop that opened them, so
-    ``asyncio.run`` per request leaks no sockets. No library offers this, hence by hand.
-    """
-    try:
-        yield
-    finally:
-        await client.close()
-        parent = owner()
-        if parent is not None:
-            with parent._lock:
-                entry = parent._async.get(asyncio.get_running_loop())
-                if entry is not None and entry[0] is client:
-                    del parent._async[asyncio.get_running_loop()]
+        tasks = [asyncio.ensure_future(one(kwargs)) for kwargs in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # on the first error (or cancellation), stop the others
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise

@@ -16,6 +16,9 @@ from ._errors import RerankConfigError
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_CONCURRENCY",
+    "ModelLimits",
+    "model_limits",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MODEL",
     "DEFAULT_TIMEOUT",
@@ -36,6 +39,35 @@ DEFAULT_MAX_RETRIES = 2
 ENV_API_KEY = "TOGETHER_API_KEY"
 ENV_BASE_URL = "TOGETHER_BASE_URL"
 ENV_MODEL = "TOGETHER_RERANK_MODEL"
+DEFAULT_MAX_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """Documented per-request limits of a rerank model."""
+
+    max_documents: int
+    max_tokens_per_doc: int
+
+
+# From Together's model table (see docs/endpoints.md). Unknown names (dedicated endpoints,
+# self-hosted servers) get Llama-Rank's limits: override them with `max_batch_size` and
+# `max_tokens_per_doc`.
+_LIMITS = {
+    "salesforce/llama-rank-v1": ModelLimits(1024, 8192),
+    "mixedbread-ai/mxbai-rerank-large-v2": ModelLimits(1024, 32768),
+}
+_DEFAULT_LIMITS = ModelLimits(1024, 8192)
+
+
+def model_limits(model: str) -> ModelLimits:
+    """The documented limits of ``model`` (case-insensitive), or Llama-Rank's."""
+    return _LIMITS.get(model.strip().lower(), _DEFAULT_LIMITS)
+
+
+def accepts_rank_fields(model: str) -> bool:
+    """False for models documented not to take object documents with ``rank_fields``."""
+    return "mxbai" not in model.lower()
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,12 @@ def _validate_timeout(value: Any) -> float | None:
             f"`timeout` must be a number of seconds > 0 (or None for no limit); got {value!r}."
         )
     return float(value)
+
+
+def positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RerankConfigError(f"`{name}` must be an int >= 1; got {value!r}.")
+    return value
 
 
 def _validate_max_retries(value: Any) -> int:

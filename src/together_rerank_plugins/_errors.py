@@ -115,7 +115,12 @@ def _server_message(exc: BaseException) -> str | None:
 
 
 def translate_sdk_error(
-    exc: BaseException, *, model: str, base_url: str, secret: str | None
+    exc: BaseException,
+    *,
+    model: str,
+    base_url: str,
+    secret: str | None,
+    rank_fields: bool = False,
 ) -> RerankError:
     """Turn a ``together`` SDK exception into the matching :class:`RerankError`.
 
@@ -157,6 +162,11 @@ def translate_sdk_error(
         elif status in (400, 422):
             cls = BadRequestError
             hint = "The server rejected the request; fix the arguments it names."
+            if rank_fields:
+                hint += (
+                    " Note: object documents with `rank_fields` work only with Llama-Rank "
+                    "endpoints; for other models pass strings."
+                )
         elif status == 402:
             cls = APIStatusError
             hint = "The account is out of credit (402): add credit or use another key."

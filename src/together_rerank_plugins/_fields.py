@@ -8,13 +8,14 @@ a dependency of the ``together`` SDK.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from typing_extensions import Self
 
 from ._client import RerankClient
 from ._config import (
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     validate_score_threshold,
@@ -60,6 +61,45 @@ class RerankFields(BaseModel):
     score_threshold: float | None = Field(
         default=None, description="Drop results scoring below this (applied after top_n)."
     )
+    rank_fields: list[str] | None = Field(
+        default=None,
+        description="Rank by these fields (metadata plus the text under 'text'); Llama-Rank "
+        "endpoints only. None: send the text alone.",
+    )
+    max_batch_size: int | None = Field(
+        default=None, description="Documents per request (default: the model's cap, 1,024)."
+    )
+    max_concurrency: int = Field(
+        default=DEFAULT_MAX_CONCURRENCY, description="Requests in flight for one call."
+    )
+    dedupe: bool = Field(
+        default=True,
+        description="Return only the first of identical candidates (all are scored once).",
+    )
+    long_documents: str = Field(
+        default="chunk", description="'chunk' (best window), 'truncate' or 'error'."
+    )
+    max_tokens_per_doc: int | None = Field(
+        default=None,
+        description="Token budget per document, query included (default: the model's).",
+    )
+    on_error: str = Field(
+        default="raise",
+        description="'raise', or 'fallback' to keep the retrieval order when reranking fails "
+        "(logged, and flagged in metadata['rerank_fallback']).",
+    )
+    cache: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="True (in-memory LRU), a score store, or this framework's key-value store.",
+    )
+    tokenizer: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="A function str -> token count, to replace the built-in estimate.",
+    )
     transport: Any = Field(
         default=None,
         exclude=True,
@@ -82,6 +122,10 @@ class RerankFields(BaseModel):
         """The adapter's API key field (each framework names it its own way)."""
         raise NotImplementedError
 
+    def _adapt_store(self, cache: Any) -> Any:
+        """Wrap this framework's key-value store as a score store (adapters override)."""
+        return cache
+
     def _init_client(self, api_key: Any) -> None:
         validate_top_n(self.top_n)
         validate_score_threshold(self.score_threshold)
@@ -91,6 +135,14 @@ class RerankFields(BaseModel):
             base_url=self.base_url,
             timeout=self.timeout,
             max_retries=self.max_retries,
+            max_batch_size=self.max_batch_size,
+            max_concurrency=self.max_concurrency,
+            dedupe=self.dedupe,
+            cache=self._adapt_store(self.cache),
+            long_documents=self.long_documents,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            tokenizer=self.tokenizer,
+            on_error=self.on_error,
             transport=self.transport,
         )
         # Record what was resolved from the environment, so to_dict()/model_dump() describe
@@ -103,14 +155,34 @@ class RerankFields(BaseModel):
         """The shared core client this adapter calls."""
         return self._client
 
-    def _call_options(
-        self, top_n: Any = UNSET, rank_fields: Sequence[str] | None = None
-    ) -> dict[str, Any]:
+    def _call_options(self, top_n: Any = UNSET, rank_fields: Any = UNSET) -> dict[str, Any]:
         return {
             "top_n": self.top_n if top_n is UNSET else top_n,
-            "rank_fields": rank_fields,
+            "rank_fields": self.rank_fields if rank_fields is UNSET else rank_fields,
             "score_threshold": self.score_threshold,
         }
+
+    #: options that only change how a call's results are cut: a copy shares the client
+    _CALL_OPTIONS: ClassVar[frozenset[str]] = frozenset({"top_n", "score_threshold", "rank_fields"})
+
+    def with_options(self, **overrides: Any) -> Self:
+        """A copy with some options changed, leaving this (shared) instance untouched.
+
+        ``top_n``, ``score_threshold`` and ``rank_fields`` copies share this instance's
+        client and connection pool (cheap: use one per call); other options build a new
+        client. Unknown names raise :class:`RerankConfigError`.
+        """
+        unknown = set(overrides) - set(type(self).model_fields)
+        if unknown:
+            raise RerankConfigError(
+                f"Unknown option(s) {sorted(unknown)} for {type(self).__name__}.with_options()."
+            )
+        if set(overrides) <= self._CALL_OPTIONS:
+            validate_top_n(overrides.get("top_n", self.top_n))
+            validate_score_threshold(overrides.get("score_threshold", self.score_threshold))
+            return self.model_copy(update=overrides)  # shares the private client
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**(data | overrides))
 
 
 def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:

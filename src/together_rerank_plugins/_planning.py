@@ -1,22 +1,34 @@
-"""Pure request planning and response validation: no I/O, no SDK, no framework.
+"""Validating one call, the result types, and checking one response: pure, no I/O.
 
-:func:`plan_request` checks one call's arguments and builds the SDK keyword arguments;
-:func:`parse_response` turns the server's JSON into a trustworthy ranking or raises
-:class:`MalformedResponseError`. Keeping both pure lets the sync and async paths share them
-and lets tests check them without a server.
+:func:`validate_call` checks a call's arguments (raising :class:`RerankInputError` before
+anything is sent); :func:`parse_batch` turns one server answer into trustworthy
+``(position, score)`` pairs or raises :class:`MalformedResponseError`. The sync and async
+paths share both.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._config import validate_score_threshold, validate_top_n
-from ._errors import MalformedResponseError, RerankInputError
+from ._errors import MalformedResponseError, RerankError, RerankInputError
 
-__all__ = ["Document", "RequestPlan", "RerankResult", "parse_response", "plan_request"]
+__all__ = [
+    "CallSpec",
+    "Document",
+    "RerankResult",
+    "RerankResults",
+    "Usage",
+    "canonical",
+    "parse_batch",
+    "parse_usage",
+    "structured_document",
+    "validate_call",
+]
 
 Document = str | Mapping[str, Any]
 
@@ -30,17 +42,96 @@ class RerankResult:
 
 
 @dataclass(frozen=True)
-class RequestPlan:
-    """What one call sends (``kwargs`` for ``rerank.create``) and how to read the answer."""
+class Usage:
+    """Tokens the service reported, summed over every request of a call (None: not sent)."""
 
-    kwargs: dict[str, Any]
-    n_documents: int
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else a + b
+
+        return Usage(
+            add(self.prompt_tokens, other.prompt_tokens),
+            add(self.total_tokens, other.total_tokens),
+        )
+
+
+class RerankResults(list[RerankResult]):
+    """The ranking (a plain ``list[RerankResult]``, best first) plus what it cost.
+
+    - ``usage``: tokens reported by the service, summed over requests;
+    - ``requests``: requests sent; ``documents_sent``: documents (or windows) sent;
+    - ``cache_hits``: documents answered from the score cache;
+    - ``duplicates``: candidates whose text repeated an earlier one (scored once);
+    - ``fallback``: True when ``on_error="fallback"`` returned the retrieval order because
+      reranking failed; ``error`` is then the :class:`RerankError` that was absorbed.
+    """
+
+    usage: Usage
+    requests: int
+    documents_sent: int
+    cache_hits: int
+    duplicates: int
+    fallback: bool
+    error: RerankError | None
+
+    def __init__(
+        self,
+        results: Sequence[RerankResult] = (),
+        *,
+        usage: Usage | None = None,
+        requests: int = 0,
+        documents_sent: int = 0,
+        cache_hits: int = 0,
+        duplicates: int = 0,
+        fallback: bool = False,
+        error: RerankError | None = None,
+    ) -> None:
+        super().__init__(results)
+        self.usage = usage or Usage()
+        self.requests = requests
+        self.documents_sent = documents_sent
+        self.cache_hits = cache_hits
+        self.duplicates = duplicates
+        self.fallback = fallback
+        self.error = error
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """A validated call."""
+
+    query: str
+    documents: list[Document]
     top_n: int | None
+    rank_fields: list[str] | None
     score_threshold: float | None
 
-    @property
-    def expected_results(self) -> int:
-        return self.n_documents if self.top_n is None else min(self.top_n, self.n_documents)
+
+def canonical(doc: Document) -> str:
+    """A document as sent, as one string: itself, or a mapping's canonical JSON."""
+    if isinstance(doc, str):
+        return doc
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def structured_document(
+    fields: Sequence[str], metadata: Mapping[str, Any], text: str
+) -> dict[str, Any]:
+    """The mapping document an adapter sends with ``rank_fields``: the named metadata
+    fields, and the item's text under ``"text"``. Values JSON cannot carry become strings;
+    a missing field is left out, so validation names it."""
+    doc: dict[str, Any] = {}
+    for name in fields:
+        if name == "text" and name not in metadata:
+            doc[name] = text
+        elif name in metadata:
+            value = metadata[name]
+            ok = value is None or isinstance(value, (str, int, float, bool, list, dict))
+            doc[name] = value if ok else str(value)
+    return doc
 
 
 def _check_query(query: Any) -> str:
@@ -68,6 +159,13 @@ def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Docu
             kinds.add("str")
         elif isinstance(doc, Mapping):
             kinds.add("mapping")
+            try:
+                json.dumps(doc)
+            except (TypeError, ValueError) as exc:
+                raise RerankInputError(
+                    f"documents[{i}] cannot be sent as JSON ({exc}); use str, numbers, lists "
+                    "and dicts as values."
+                ) from None
             if rank_fields:
                 missing = [f for f in rank_fields if f not in doc]
                 if missing:
@@ -108,20 +206,15 @@ def _check_rank_fields(rank_fields: Any) -> list[str] | None:
     return fields
 
 
-def plan_request(
+def validate_call(
     *,
-    model: str,
     query: Any,
     documents: Any,
     top_n: Any = None,
     rank_fields: Any = None,
     score_threshold: Any = None,
-) -> RequestPlan:
-    """Validate one call and build the request. Only options the caller set are sent.
-
-    The key order of ``kwargs`` is fixed, so the request JSON is deterministic (recorded
-    cassettes match on the body).
-    """
+) -> CallSpec:
+    """Check one call's arguments; raise :class:`RerankInputError` naming the fix."""
     try:
         top_n = validate_top_n(top_n)
         threshold = validate_score_threshold(score_threshold)
@@ -130,12 +223,7 @@ def plan_request(
     query = _check_query(query)
     fields = _check_rank_fields(rank_fields)
     docs = _check_documents(documents, fields)
-    kwargs: dict[str, Any] = {"model": model, "query": query, "documents": docs}
-    if top_n is not None and top_n < len(docs):
-        kwargs["top_n"] = top_n
-    if fields is not None:
-        kwargs["rank_fields"] = fields
-    return RequestPlan(kwargs=kwargs, n_documents=len(docs), top_n=top_n, score_threshold=threshold)
+    return CallSpec(query, docs, top_n, fields, threshold)
 
 
 def _bad(detail: str) -> MalformedResponseError:
@@ -146,12 +234,12 @@ def _bad(detail: str) -> MalformedResponseError:
     )
 
 
-def parse_response(plan: RequestPlan, payload: Any) -> list[RerankResult]:
-    """Validate the server's JSON and return the ranking, best first.
+def parse_batch(payload: Any, *, sent: int, expected: int) -> list[tuple[int, float]]:
+    """Validate one answer to a request of ``sent`` documents that asked for ``expected``
+    results; return ``(position in the request, score)`` pairs.
 
-    The server's order is not trusted: results are mapped by ``index`` and sorted here by
-    descending score (ties keep the caller's order). ``top_n`` and then ``score_threshold``
-    apply after sorting.
+    A non-object, a missing ``results`` list, an index out of range or repeated, a missing
+    or non-finite score, or fewer results than asked all raise: never a wrong ranking.
     """
     if not isinstance(payload, Mapping):
         raise _bad(f"expected a JSON object, got {type(payload).__name__}")
@@ -159,17 +247,15 @@ def parse_response(plan: RequestPlan, payload: Any) -> list[RerankResult]:
     if not isinstance(results, list):
         raise _bad("the 'results' list is missing")
     seen: set[int] = set()
-    ranked: list[RerankResult] = []
+    pairs: list[tuple[int, float]] = []
     for pos, item in enumerate(results):
         if not isinstance(item, Mapping):
             raise _bad(f"results[{pos}] is not an object")
         index = item.get("index")
         if isinstance(index, bool) or not isinstance(index, int):
             raise _bad(f"results[{pos}].index is {index!r}, not an integer")
-        if not 0 <= index < plan.n_documents:
-            raise _bad(
-                f"results[{pos}].index {index} is out of range for {plan.n_documents} documents"
-            )
+        if not 0 <= index < sent:
+            raise _bad(f"results[{pos}].index {index} is out of range for {sent} documents")
         if index in seen:
             raise _bad(f"index {index} appears more than once")
         seen.add(index)
@@ -178,15 +264,20 @@ def parse_response(plan: RequestPlan, payload: Any) -> list[RerankResult]:
             raise _bad(f"results[{pos}].relevance_score is {score!r}, not a number")
         if not math.isfinite(score):
             raise _bad(f"results[{pos}].relevance_score is {score!r}, not a finite number")
-        ranked.append(RerankResult(index=index, relevance_score=float(score)))
-    if len(ranked) < plan.expected_results:
-        raise _bad(
-            f"{len(ranked)} results for {plan.n_documents} documents, expected "
-            f"{plan.expected_results}"
-        )
-    ranked.sort(key=lambda r: (-r.relevance_score, r.index))
-    if plan.top_n is not None:
-        ranked = ranked[: plan.top_n]
-    if plan.score_threshold is not None:
-        ranked = [r for r in ranked if r.relevance_score >= plan.score_threshold]
-    return ranked
+        pairs.append((index, float(score)))
+    if len(pairs) < expected:
+        raise _bad(f"{len(pairs)} results for {sent} documents, expected {expected}")
+    return pairs
+
+
+def parse_usage(payload: Mapping[str, Any]) -> Usage:
+    """The ``usage`` block of an answer, tolerating its absence."""
+    usage = payload.get("usage")
+    if not isinstance(usage, Mapping):
+        return Usage()
+
+    def count(name: str) -> int | None:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return Usage(count("prompt_tokens"), count("total_tokens"))

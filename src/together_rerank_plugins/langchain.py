@@ -15,12 +15,14 @@ validation and errors live in the core.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 try:
-    from langchain_core.callbacks import Callbacks
+    from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.stores import BaseStore
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "together_rerank_plugins.langchain needs langchain-core: run "
@@ -31,12 +33,14 @@ from pydantic import ConfigDict, Field, SecretStr
 
 from ._errors import RerankInputError
 from ._fields import UNSET, RerankFields
-from ._planning import RerankResult
+from ._planning import RerankResults, structured_document
 
-__all__ = ["RELEVANCE_SCORE_KEY", "TogetherRerank"]
+__all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherRerank"]
 
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
+#: Metadata key set to True when ``on_error="fallback"`` kept the retrieval order.
+FALLBACK_KEY = "rerank_fallback"
 
 RerankInput = str | Document | Mapping[str, Any]
 
@@ -75,13 +79,22 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
     def _secret_key(self) -> Any:
         return self.together_api_key
 
+    def _adapt_store(self, cache: Any) -> Any:
+        if isinstance(cache, BaseStore):
+            return _LangChainScoreStore(cache)
+        return cache
+
     # -- translation ---------------------------------------------------------------------
-    @staticmethod
-    def _payload(documents: Sequence[RerankInput], *, documents_only: bool = False) -> list[Any]:
+    def _payload(
+        self, documents: Sequence[RerankInput], rank_fields: Any, *, documents_only: bool = False
+    ) -> list[Any]:
         out: list[Any] = []
         for i, doc in enumerate(documents):
             if isinstance(doc, Document):
-                out.append(doc.page_content)
+                if rank_fields:
+                    out.append(structured_document(rank_fields, doc.metadata, doc.page_content))
+                else:
+                    out.append(doc.page_content)
             elif not documents_only and isinstance(doc, (str, Mapping)):
                 out.append(doc)
             else:
@@ -94,18 +107,33 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         return out
 
     @staticmethod
-    def _rebuild(documents: Sequence[Document], results: list[RerankResult]) -> list[Document]:
-        return [
-            documents[r.index].model_copy(
-                update={
-                    "metadata": {
-                        **documents[r.index].metadata,
-                        RELEVANCE_SCORE_KEY: r.relevance_score,
-                    }
-                }
+    def _rebuild(documents: Sequence[Document], results: RerankResults) -> list[Document]:
+        """Copies (``model_copy``: ``id`` kept) with the score, or the fallback flag."""
+        out = []
+        for r in results:
+            doc = documents[r.index]
+            extra: dict[str, Any] = (
+                {FALLBACK_KEY: True}
+                if results.fallback
+                else {RELEVANCE_SCORE_KEY: r.relevance_score}
             )
-            for r in results
-        ]
+            out.append(doc.model_copy(update={"metadata": {**doc.metadata, **extra}}))
+        return out
+
+    def _run_metadata(self, documents: Sequence[Any]) -> dict[str, Any]:
+        return {
+            "ls_provider": "together",
+            "ls_model_name": self._client.model,
+            "top_n": self.top_n,
+            "candidates": len(documents),
+        }
+
+    _SERIALIZED: ClassVar[dict[str, Any]] = {
+        "lc": 1,
+        "type": "not_implemented",
+        "id": ["together_rerank_plugins", "langchain", "TogetherRerank"],
+        "name": "TogetherRerank",
+    }
 
     # -- public API ----------------------------------------------------------------------
     def rerank(
@@ -114,16 +142,17 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         query: str,
         *,
         top_n: int | None = UNSET,
-        rank_fields: Sequence[str] | None = None,
+        rank_fields: Sequence[str] | None = UNSET,
     ) -> list[dict[str, Any]]:
         """Score documents (Documents, strings or mappings) against ``query``, best first.
 
         Returns ``[{"index": i, "relevance_score": s}, ...]`` with ``index`` into
-        ``documents`` (the shape ``langchain-cohere`` users know). ``top_n`` defaults to the
-        instance's; pass ``None`` for all.
+        ``documents`` (the shape ``langchain-cohere`` users know). ``top_n`` and
+        ``rank_fields`` default to the instance's; pass ``top_n=None`` for all.
         """
+        options = self._call_options(top_n, rank_fields)
         results = self._client.rerank(
-            query, self._payload(documents), **self._call_options(top_n, rank_fields)
+            query, self._payload(documents, options["rank_fields"]), **options
         )
         return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
 
@@ -133,11 +162,12 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         query: str,
         *,
         top_n: int | None = UNSET,
-        rank_fields: Sequence[str] | None = None,
+        rank_fields: Sequence[str] | None = UNSET,
     ) -> list[dict[str, Any]]:
         """Async :meth:`rerank` (native: no worker thread)."""
+        options = self._call_options(top_n, rank_fields)
         results = await self._client.arerank(
-            query, self._payload(documents), **self._call_options(top_n, rank_fields)
+            query, self._payload(documents, options["rank_fields"]), **options
         )
         return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
 
@@ -147,10 +177,27 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """Return copies of the ``top_n`` most relevant documents, best first."""
-        payload = self._payload(documents, documents_only=True)
-        results = self._client.rerank(query, payload, **self._call_options())
-        return self._rebuild(documents, results)
+        """Return copies of the ``top_n`` most relevant documents, best first.
+
+        Traced as a retriever-type child run of ``callbacks`` (LangSmith shows the returned
+        documents and scores; the token usage is passed to handlers as ``usage=``).
+        """
+        options = self._call_options()
+        plan = self._client.plan(
+            query, self._payload(documents, options["rank_fields"], documents_only=True), **options
+        )
+        manager = CallbackManager.configure(
+            inheritable_callbacks=callbacks, local_metadata=self._run_metadata(documents)
+        )
+        run = manager.on_retriever_start(self._SERIALIZED, query, name="TogetherRerank")
+        try:
+            results = self._client.execute(plan)
+        except BaseException as exc:
+            run.on_retriever_error(exc)
+            raise
+        out = self._rebuild(documents, results)
+        run.on_retriever_end(out, usage=results.usage)
+        return out
 
     async def acompress_documents(
         self,
@@ -159,6 +206,48 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents` (native: no worker thread)."""
-        payload = self._payload(documents, documents_only=True)
-        results = await self._client.arerank(query, payload, **self._call_options())
-        return self._rebuild(documents, results)
+        options = self._call_options()
+        plan = self._client.plan(
+            query, self._payload(documents, options["rank_fields"], documents_only=True), **options
+        )
+        manager = AsyncCallbackManager.configure(
+            inheritable_callbacks=callbacks, local_metadata=self._run_metadata(documents)
+        )
+        run = await manager.on_retriever_start(self._SERIALIZED, query, name="TogetherRerank")
+        try:
+            results = await self._client.aexecute(plan)
+        except BaseException as exc:
+            await run.on_retriever_error(exc)
+            raise
+        out = self._rebuild(documents, results)
+        await run.on_retriever_end(out, usage=results.usage)
+        return out
+
+
+class _LangChainScoreStore:
+    """A LangChain ``BaseStore[str, bytes]`` (Redis, file system, ...) as a score store.
+
+    Scores are stored as their 8-byte IEEE-754 representation, so a score read back is
+    bit-for-bit the one stored.
+    """
+
+    def __init__(self, store: BaseStore[str, bytes]) -> None:
+        self.store = store
+
+    @staticmethod
+    def _decode(value: Any) -> float | None:
+        if isinstance(value, (bytes, bytearray)) and len(value) == 8:
+            return float(struct.unpack("<d", value)[0])
+        return None
+
+    def mget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._decode(v) for v in self.store.mget(list(keys))]
+
+    def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        self.store.mset([(k, struct.pack("<d", v)) for k, v in items])
+
+    async def amget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._decode(v) for v in await self.store.amget(list(keys))]
+
+    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
+        await self.store.amset([(k, struct.pack("<d", v)) for k, v in items])

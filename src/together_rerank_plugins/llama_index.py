@@ -14,6 +14,7 @@ events; configuration, HTTP, validation and errors live in the core.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -23,23 +24,30 @@ try:
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.storage.kvstore.types import BaseKVStore
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "together_rerank_plugins.llama_index needs llama-index-core: run "
         '`pip install "together-rerank-plugins[llama-index]"`'
     ) from exc
 
+from ._batching import CallPlan
 from ._errors import RerankInputError
 from ._fields import RerankFields
-from ._planning import RequestPlan, RerankResult
+from ._planning import RerankResults, structured_document
 
-__all__ = ["RETRIEVAL_SCORE_KEY", "TogetherRerank"]
+__all__ = ["FALLBACK_KEY", "RETRIEVAL_SCORE_KEY", "USAGE_PAYLOAD_KEY", "TogetherRerank"]
 
 dispatcher = get_dispatcher(__name__)
 
 #: Node metadata key that keeps the first-stage (retrieval) score. It is excluded from the
 #: text LlamaIndex shows the LLM and the embedder, so it never leaks into a prompt.
 RETRIEVAL_SCORE_KEY = "retrieval_score"
+#: Node metadata key set to True when ``on_error="fallback"`` kept the retrieval order.
+FALLBACK_KEY = "rerank_fallback"
+#: Key of the token usage (a :class:`together_rerank_plugins.Usage`) in the RERANKING
+#: callback event's end payload.
+USAGE_PAYLOAD_KEY = "usage"
 
 
 class TogetherRerank(RerankFields, BaseNodePostprocessor):
@@ -82,36 +90,56 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     def _secret_key(self) -> Any:
         return self.api_key
 
+    def _adapt_store(self, cache: Any) -> Any:
+        if isinstance(cache, BaseKVStore):
+            return _KVScoreStore(cache)
+        return cache
+
     @classmethod
     def class_name(cls) -> str:
         return "TogetherRerank"
 
     # -- translation ---------------------------------------------------------------------
-    def _plan(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> RequestPlan:
+    def _plan(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> CallPlan:
         """Validate before any event is emitted, so a bad call leaves no Start without End."""
         if query_bundle is None:
             raise RerankInputError(
                 "No query: call postprocess_nodes(nodes, query_str=...) or pass a QueryBundle."
             )
-        texts = [n.node.get_content(metadata_mode=self.metadata_mode) for n in nodes]
-        return self._client.plan(query_bundle.query_str, texts, **self._call_options())
+        options = self._call_options()
+        fields = options["rank_fields"]
+        documents: list[Any] = [
+            structured_document(fields, n.node.metadata, n.node.get_content(MetadataMode.NONE))
+            if fields
+            else n.node.get_content(metadata_mode=self.metadata_mode)
+            for n in nodes
+        ]
+        return self._client.plan(query_bundle.query_str, documents, **options)
 
     @staticmethod
-    def _rebuild(nodes: list[NodeWithScore], results: list[RerankResult]) -> list[NodeWithScore]:
+    def _rebuild(nodes: list[NodeWithScore], results: RerankResults) -> list[NodeWithScore]:
+        """New NodeWithScores over node copies; extra metadata is kept out of prompts."""
         out = []
         for r in results:
             original = nodes[r.index]
             node = original.node
-            update: dict[str, Any] = {"metadata": dict(node.metadata)}  # always a copy
+            extra: dict[str, Any] = {}
             if original.score is not None:
-                update["metadata"][RETRIEVAL_SCORE_KEY] = original.score
+                extra[RETRIEVAL_SCORE_KEY] = original.score
+            if results.fallback:
+                extra[FALLBACK_KEY] = True
+            hidden = [k for k in extra if k not in node.metadata]
+            update: dict[str, Any] = {"metadata": {**node.metadata, **extra}}  # always a copy
+            if hidden:
                 update["excluded_llm_metadata_keys"] = _with(
-                    node.excluded_llm_metadata_keys, RETRIEVAL_SCORE_KEY
+                    node.excluded_llm_metadata_keys, hidden
                 )
                 update["excluded_embed_metadata_keys"] = _with(
-                    node.excluded_embed_metadata_keys, RETRIEVAL_SCORE_KEY
+                    node.excluded_embed_metadata_keys, hidden
                 )
-            out.append(NodeWithScore(node=node.model_copy(update=update), score=r.relevance_score))
+            # on fallback there is no rerank score: keep the retrieval score
+            score = original.score if results.fallback else r.relevance_score
+            out.append(NodeWithScore(node=node.model_copy(update=update), score=score))
         return out
 
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> Any:
@@ -131,9 +159,11 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
             },
         )
 
-    @staticmethod
-    def _end(event: Any, new_nodes: list[NodeWithScore]) -> list[NodeWithScore]:
-        event.on_end(payload={EventPayload.NODES: new_nodes})
+    def _end(
+        self, event: Any, nodes: list[NodeWithScore], results: RerankResults
+    ) -> list[NodeWithScore]:
+        new_nodes = self._rebuild(nodes, results)
+        event.on_end(payload={EventPayload.NODES: new_nodes, USAGE_PAYLOAD_KEY: results.usage})
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes
 
@@ -143,8 +173,7 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         plan = self._plan(nodes, query_bundle)
         with self._start(nodes, query_bundle) as event:
-            results = self._client.execute(plan)
-            return self._end(event, self._rebuild(nodes, results))
+            return self._end(event, nodes, self._client.execute(plan))
 
     @dispatcher.span
     async def _apostprocess_nodes(
@@ -152,9 +181,39 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         plan = self._plan(nodes, query_bundle)
         with self._start(nodes, query_bundle) as event:
-            results = await self._client.aexecute(plan)
-            return self._end(event, self._rebuild(nodes, results))
+            return self._end(event, nodes, await self._client.aexecute(plan))
 
 
-def _with(keys: list[str], key: str) -> list[str]:
-    return keys if key in keys else [*keys, key]
+def _with(keys: list[str], new: list[str]) -> list[str]:
+    return [*keys, *(k for k in new if k not in keys)]
+
+
+class _KVScoreStore:
+    """A LlamaIndex ``BaseKVStore`` (simple, Redis, Mongo, ...) as a score store.
+
+    Each score is one entry ``{"score": float}`` in the collection ``together_rerank_scores``.
+    """
+
+    collection = "together_rerank_scores"
+
+    def __init__(self, store: BaseKVStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def _score(value: Any) -> float | None:
+        score = value.get("score") if isinstance(value, dict) else None
+        return float(score) if isinstance(score, (int, float)) else None
+
+    def mget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._score(self.store.get(k, collection=self.collection)) for k in keys]
+
+    def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        pairs = [(k, {"score": v}) for k, v in items]
+        self.store.put_all(pairs, collection=self.collection)
+
+    async def amget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._score(await self.store.aget(k, collection=self.collection)) for k in keys]
+
+    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
+        pairs = [(k, {"score": v}) for k, v in items]
+        await self.store.aput_all(pairs, collection=self.collection)
