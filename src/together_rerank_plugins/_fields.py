@@ -118,9 +118,27 @@ class RerankFields(BaseModel):
             raise RerankConfigError(_describe(exc, type(self))) from exc
         self._init_client(self._secret_key())
 
+    #: the adapter's API key field (each framework names it its own way)
+    _KEY_FIELD: ClassVar[str] = "api_key"
+    #: fields never pickled: the key, and objects that hold connections or code
+    _NOT_PICKLED: ClassVar[frozenset[str]] = frozenset({"transport", "cache", "tokenizer"})
+
     def _secret_key(self) -> Any:
-        """The adapter's API key field (each framework names it its own way)."""
-        raise NotImplementedError
+        return getattr(self, self._KEY_FIELD)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle the configuration only: never the API key (it comes back from
+        TOGETHER_API_KEY on load, as with ``to_dict``) nor the client and its connections."""
+        # BaseModel's, not a framework's: LlamaIndex's would try (and log) each attribute
+        state = dict(BaseModel.__getstate__(self))
+        drop = self._NOT_PICKLED | {self._KEY_FIELD}
+        state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k not in drop}
+        state["__pydantic_private__"] = None
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Rebuild through ``__init__``, so the client is recreated and validated."""
+        type(self).__init__(self, **state["__dict__"])
 
     def _adapt_store(self, cache: Any) -> Any:
         """Wrap this framework's key-value store as a score store (adapters override)."""

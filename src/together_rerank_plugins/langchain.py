@@ -21,7 +21,9 @@ from typing import Any, ClassVar
 
 try:
     from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+    from langchain_core.cross_encoders import BaseCrossEncoder
     from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.load.serializable import Serializable
     from langchain_core.stores import BaseStore
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -35,7 +37,7 @@ from ._errors import RerankInputError
 from ._fields import UNSET, RerankFields
 from ._planning import RerankResults, structured_document
 
-__all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherRerank"]
+__all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherCrossEncoder", "TogetherRerank"]
 
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
@@ -45,7 +47,7 @@ FALLBACK_KEY = "rerank_fallback"
 RerankInput = str | Document | Mapping[str, Any]
 
 
-class TogetherRerank(RerankFields, BaseDocumentCompressor):
+class TogetherRerank(RerankFields, BaseDocumentCompressor, Serializable):
     """Rerank documents with a Together rerank model (LlamaRank by default); keep ``top_n``.
 
     Returns copies of the best documents (``Document.model_copy``), so ``id`` and metadata are
@@ -76,8 +78,20 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         description="Together API key (default: env TOGETHER_API_KEY). Never serialized.",
     )
 
-    def _secret_key(self) -> Any:
-        return self.together_api_key
+    _KEY_FIELD: ClassVar[str] = "together_api_key"
+
+    # -- LangChain serialization (dumpd / load): the key is a secret reference, never a value
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["together_rerank_plugins", "langchain"]
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"together_api_key": "TOGETHER_API_KEY"}
 
     def _adapt_store(self, cache: Any) -> Any:
         if isinstance(cache, BaseStore):
@@ -222,6 +236,54 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor):
         out = self._rebuild(documents, results)
         await run.on_retriever_end(out, usage=results.usage)
         return out
+
+
+class TogetherCrossEncoder(RerankFields, BaseCrossEncoder):
+    """A LangChain ``BaseCrossEncoder`` backed by Together rerank, for ``CrossEncoderReranker``
+    and any other code built on cross-encoders.
+
+    ``score(pairs)`` returns one relevance score per ``(query, document)`` pair, in order.
+    Pairs are grouped by query into rerank calls (batched, cached and deduplicated as
+    configured), so scoring 20 candidates for one query is one request.
+
+    Example (offline)::
+
+        >>> from together_rerank_plugins.testing import LexicalRerankEndpoint
+        >>> encoder = TogetherCrossEncoder(api_key="offline", transport=LexicalRerankEndpoint())
+        >>> encoder.score([("red apples", "green pears"), ("red apples", "red apples")])
+        [0.0, 1.0]
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+
+    top_n: int | None = Field(default=None, description="Unused: every pair gets a score.")
+    together_api_key: SecretStr | None = Field(
+        default=None,
+        alias="api_key",
+        exclude=True,
+        description="Together API key (default: env TOGETHER_API_KEY). Never serialized.",
+    )
+    _KEY_FIELD: ClassVar[str] = "together_api_key"
+
+    def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        """Score each ``(query, document)`` pair."""
+        scores: list[float] = [0.0] * len(text_pairs)
+        for query, positions in _group_by_query(text_pairs).items():
+            docs = [text_pairs[i][1] for i in positions]
+            results = self._client.rerank(query, docs, top_n=None)
+            by_text = {docs[r.index]: r.relevance_score for r in results}  # shared by copies
+            for i, doc in zip(positions, docs, strict=True):
+                scores[i] = by_text[doc]
+        return scores
+
+
+def _group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise RerankInputError(f"text_pairs[{i}] must be a (query, document) pair.")
+        groups.setdefault(pair[0], []).append(i)
+    return groups
 
 
 class _LangChainScoreStore:

@@ -87,9 +87,6 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         default=MetadataMode.EMBED, description="Which metadata is sent with each node's text."
     )
 
-    def _secret_key(self) -> Any:
-        return self.api_key
-
     def _adapt_store(self, cache: Any) -> Any:
         if isinstance(cache, BaseKVStore):
             return _KVScoreStore(cache)

@@ -1,0 +1,157 @@
+"""Native fit: LlamaIndex's import path, a LangChain cross-encoder, serialization, pickling."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.load import dumpd, dumps, load, loads
+from llama_index.core.schema import NodeWithScore, TextNode
+
+from together_rerank_plugins import RerankConfigError
+from together_rerank_plugins.langchain import TogetherCrossEncoder
+from together_rerank_plugins.langchain import TogetherRerank as LCRerank
+from together_rerank_plugins.llama_index import TogetherRerank as LIRerank
+from together_rerank_plugins.testing import LexicalRerankEndpoint, lexical_scores
+
+from .conftest import TEST_KEY
+
+
+# -- llama_index.postprocessor.together_rerank ---------------------------------------------
+def test_llama_index_namespace_import_is_the_same_class() -> None:
+    from llama_index.postprocessor.together_rerank import TogetherRerank
+
+    assert TogetherRerank is LIRerank
+
+
+def test_namespace_portion_coexists_with_other_postprocessor_packages(tmp_path: Path) -> None:
+    other = tmp_path / "llama_index" / "postprocessor" / "other_rerank"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("NAME = 'other'\n")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from llama_index.postprocessor.other_rerank import NAME\n"
+        "from llama_index.postprocessor.together_rerank import TogetherRerank\n"
+        "import llama_index.core\n"
+        "print(NAME, TogetherRerank.class_name())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["other", "TogetherRerank"]
+
+
+# -- TogetherCrossEncoder ------------------------------------------------------------------
+def test_cross_encoder_scores_every_pair_in_order_grouping_by_query() -> None:
+    endpoint = LexicalRerankEndpoint()
+    encoder = TogetherCrossEncoder(api_key=TEST_KEY, transport=endpoint)
+    pairs = [
+        ("red apples", "green pears"),
+        ("green pears", "green pears and red apples"),
+        ("red apples", "red apples"),
+        ("red apples", "green pears"),  # a repeated pair gets the same score
+    ]
+    scores = encoder.score(pairs)
+    apples = lexical_scores("red apples", ["green pears", "red apples"])
+    pears = lexical_scores("green pears", ["green pears and red apples"])
+    assert scores == [apples[0], pears[0], apples[1], apples[0]]
+    assert len(endpoint.requests) == 2  # one request per distinct query
+    # the repeated pair is scored once (dedupe), not sent twice
+    assert endpoint.requests[0]["documents"] == ["green pears", "red apples"]
+
+
+def test_cross_encoder_works_in_langchain_cross_encoder_reranker() -> None:
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+
+    encoder = TogetherCrossEncoder(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    reranker = CrossEncoderReranker(model=encoder, top_n=1)
+    docs = [Document("green pears", id="p"), Document("red apples", id="a")]
+    assert [d.id for d in reranker.compress_documents(docs, "red apples")] == ["a"]
+
+
+def test_cross_encoder_rejects_non_pairs_and_hides_its_key() -> None:
+    encoder = TogetherCrossEncoder(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    with pytest.raises(ValueError, match=r"text_pairs\[0\]"):
+        encoder.score(["not a pair"])  # type: ignore[list-item]
+    assert TEST_KEY not in repr(encoder)
+    assert TEST_KEY not in encoder.model_dump_json()
+    with pytest.raises(RerankConfigError, match="unknown argument"):
+        TogetherCrossEncoder(api_key=TEST_KEY, top_k=3)
+
+
+# -- LangChain Serializable ----------------------------------------------------------------
+def test_langchain_dumpd_and_load_round_trip_without_the_key() -> None:
+    rerank = LCRerank(api_key=TEST_KEY, top_n=3, model="my-org/reranker", score_threshold=0.2)
+    data = dumpd(rerank)
+    text = dumps(rerank)
+    assert TEST_KEY not in json.dumps(data)
+    assert TEST_KEY not in text
+    assert data["id"] == ["together_rerank_plugins", "langchain", "TogetherRerank"]
+    assert data["kwargs"]["together_api_key"] == {
+        "lc": 1,
+        "type": "secret",
+        "id": ["TOGETHER_API_KEY"],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # langchain_core marks load() as beta
+        again = load(
+            data,
+            secrets_map={"TOGETHER_API_KEY": "another-key-0123456789"},
+            valid_namespaces=["together_rerank_plugins"],
+            allowed_objects=[LCRerank],
+        )
+        from_text = loads(
+            text,
+            secrets_map={"TOGETHER_API_KEY": "another-key-0123456789"},
+            valid_namespaces=["together_rerank_plugins"],
+            allowed_objects=[LCRerank],
+        )
+    for obj in (again, from_text):
+        assert isinstance(obj, LCRerank)
+        assert (obj.top_n, obj.model, obj.score_threshold) == (3, "my-org/reranker", 0.2)
+        assert obj.client.model == "my-org/reranker"
+
+
+# -- pickling ------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [LIRerank, LCRerank, TogetherCrossEncoder])
+def test_pickle_round_trips_without_the_key(cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = cls(
+        api_key=TEST_KEY, top_n=2, model="my-org/reranker", transport=LexicalRerankEndpoint()
+    )
+    blob = pickle.dumps(original)
+    assert TEST_KEY.encode() not in blob
+    monkeypatch.setenv("TOGETHER_API_KEY", "key-from-the-environment")
+    again = pickle.loads(blob)
+    assert (again.top_n, again.model) == (2, "my-org/reranker")
+    assert again.client is not original.client  # rebuilt, not shared
+
+
+def test_unpickling_without_a_key_says_where_to_put_it() -> None:
+    blob = pickle.dumps(LCRerank(api_key=TEST_KEY))
+    with pytest.raises(RerankConfigError, match="TOGETHER_API_KEY"):
+        pickle.loads(blob)
+
+
+def test_llama_index_to_dict_from_dict_and_pickle_keep_working_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rerank = LIRerank(api_key=TEST_KEY, top_n=1, score_threshold=0.1)
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)
+    for again in (LIRerank.from_dict(rerank.to_dict()), LIRerank.from_json(rerank.to_json())):
+        assert again.to_dict() == rerank.to_dict()
+    endpoint = LexicalRerankEndpoint()
+    unpickled = pickle.loads(pickle.dumps(LIRerank(api_key=TEST_KEY, top_n=1, transport=endpoint)))
+    # the transport is not pickled (it may hold connections): the copy talks to the network
+    assert unpickled.transport is None
+    assert unpickled.top_n == 1
+    # and the unpickled instance is fully usable once given a transport again
+    nodes = [NodeWithScore(node=TextNode(text=t)) for t in ["red apples", "green pears"]]
+    usable = unpickled.with_options(transport=endpoint)
+    best = usable.postprocess_nodes(nodes, query_str="pears")
+    assert best[0].node.get_content() == "green pears"
