@@ -51,7 +51,8 @@ def cache_key(
     head = json.dumps(
         [_KEY_VERSION, model, query, list(rank_fields or []), variant], ensure_ascii=False
     )
-    return f"{_KEY_VERSION}:{document_digest(head)[:32]}:{digest}"
+    # only [a-z0-9_]: safe as a file name (LocalFileStore), a Redis key, a URL part
+    return f"{_KEY_VERSION}_{document_digest(head)[:32]}_{digest}"
 
 
 class InMemoryScoreStore:
