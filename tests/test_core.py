@@ -435,3 +435,17 @@ def test_importing_the_package_does_not_import_the_sdk_or_frameworks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.loopback
+def test_dropping_a_client_closes_its_pooled_connections(loopback_url: str) -> None:
+    import gc
+
+    client = RerankClient(api_key=TEST_KEY, base_url=loopback_url)
+    client.rerank("cat", DOCS)
+    sdk = client._sdk._sync
+    assert sdk is not None
+    assert not sdk.is_closed()
+    del client
+    gc.collect()
+    assert sdk.is_closed()

@@ -69,6 +69,9 @@ class SDKClients:
                             transport=self._transport  # type: ignore[arg-type]
                         )
                     client = self._sync = Together(**kwargs)
+                    # close its pooled connections when this object is collected: without
+                    # it, a dropped client's keep-alive socket is GC'd open (ResourceWarning)
+                    weakref.finalize(self, client.close)
         return client
 
     async def _async_client(self) -> AsyncTogether:
