@@ -1,0 +1,278 @@
+"""What every ``together-rerank`` command shares: configuration flags, the mode line, the
+client, input checks and the one-line error convention.
+
+Exit codes: 0 success, 1 a library (``RerankError``) or run-time failure reported on one
+line of stderr, 2 a usage error (bad flags, unreadable input, no key and no ``--offline``),
+130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import RerankClient, RerankError
+
+__all__ = [
+    "OFFLINE_API_KEY",
+    "OFFLINE_BASE_URL",
+    "OFFLINE_HEADER",
+    "OFFLINE_MODEL",
+    "CliError",
+    "Mode",
+    "UsageError",
+    "add_config_flags",
+    "add_output_flags",
+    "error_line",
+    "make_client",
+    "missing_extra",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "usage_tokens",
+]
+
+OFFLINE_HEADER = (
+    "mode: offline — embedded lexical test endpoint (not LlamaRank; word-overlap scores, "
+    "no network)"
+)
+#: Offline settings are explicit, so stray TOGETHER_* variables cannot affect an offline run.
+OFFLINE_API_KEY = "offline-cli"
+OFFLINE_BASE_URL = "http://embedded-lexical-endpoint.invalid"
+OFFLINE_MODEL = "embedded-lexical-overlap"
+
+ENV_API_KEY = "TOGETHER_API_KEY"
+
+NO_KEY_MESSAGE = (
+    f"no API key: set {ENV_API_KEY} (and TOGETHER_RERANK_MODEL to your dedicated endpoint's "
+    "model) to call Together, or pass --offline to use the embedded lexical test endpoint."
+)
+
+
+class CliError(Exception):
+    """A failure to report on one line of stderr with exit code :attr:`code`."""
+
+    code = 1
+
+
+class UsageError(CliError):
+    """The command was called wrongly (exit code 2)."""
+
+    code = 2
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <Type>: <message>`` for library errors, ``error: <message>`` for ours; one line."""
+    message = " ".join(str(exc).split())
+    if isinstance(exc, RerankError):
+        return f"error: {type(exc).__name__}: {message}"
+    return f"error: {message}"
+
+
+def missing_extra(module: str) -> CliError:
+    return CliError(
+        f'this command needs the `{module}` package: pip install "together-rerank-plugins[cli]"'
+    )
+
+
+# -- argument types ------------------------------------------------------------------------
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
+    return number
+
+
+def finite_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    return number
+
+
+def add_config_flags(parser: argparse.ArgumentParser, *, ranking: bool = True) -> None:
+    """The library's configuration, as flags. ``ranking`` adds ``--top-n``/``--score-threshold``."""
+    group = parser.add_argument_group(
+        "endpoint",
+        "Flags win over TOGETHER_API_KEY, TOGETHER_BASE_URL and TOGETHER_RERANK_MODEL, which "
+        "win over the library's defaults.",
+    )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="use the embedded lexical test endpoint in process (no network, not LlamaRank)",
+    )
+    group.add_argument(
+        "--model",
+        help="rerank model or dedicated endpoint model name (env TOGETHER_RERANK_MODEL; "
+        "default Salesforce/Llama-Rank-V1)",
+    )
+    group.add_argument(
+        "--base-url",
+        help="server root, with or without /v1 (env TOGETHER_BASE_URL; "
+        "default https://api.together.ai)",
+    )
+    group.add_argument(
+        "--api-key",
+        help="API key; prefer the TOGETHER_API_KEY environment variable (a flag shows up in "
+        "process lists and shell history)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="seconds per attempt (default 60)",
+    )
+    group.add_argument(
+        "--max-retries",
+        type=non_negative_int,
+        metavar="N",
+        help="retries on 408/409/429/5xx, timeouts and connection errors (default 2)",
+    )
+    if ranking:
+        group.add_argument(
+            "--top-n",
+            type=positive_int,
+            metavar="N",
+            help="keep the N best documents (default: all, reordered)",
+        )
+        group.add_argument(
+            "--score-threshold",
+            type=finite_float,
+            metavar="SCORE",
+            help="drop results scoring below SCORE (applied after --top-n)",
+        )
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout (the mode line then goes to stderr)",
+    )
+
+
+# -- mode and client -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mode:
+    offline: bool
+    header: str
+    model: str
+    base_url: str
+
+    @property
+    def label(self) -> str:
+        """The header without its ``mode: `` prefix (for JSON output and plot titles)."""
+        return self.header.removeprefix("mode: ")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.label,
+            "offline": self.offline,
+            "model": self.model,
+            "base_url": None if self.offline else self.base_url,
+        }
+
+
+def make_client(args: argparse.Namespace) -> tuple[RerankClient, Mode]:
+    """Build the client the flags ask for, and the mode line that says what it talks to.
+
+    Raises :class:`UsageError` without ``--offline`` and without any key, and for flags that
+    make no sense offline; :class:`RerankError` for a configuration the library rejects.
+    """
+    kwargs: dict[str, Any] = {}
+    if args.timeout is not None:
+        kwargs["timeout"] = args.timeout
+    if args.max_retries is not None:
+        kwargs["max_retries"] = args.max_retries
+    if args.offline:
+        if args.base_url is not None or args.api_key is not None:
+            raise UsageError(
+                "--offline uses the embedded test endpoint; drop --base-url and --api-key "
+                "(or drop --offline to call them)."
+            )
+        from ..testing import LexicalRerankEndpoint
+
+        client = RerankClient(
+            model=args.model or OFFLINE_MODEL,
+            api_key=OFFLINE_API_KEY,
+            base_url=OFFLINE_BASE_URL,
+            transport=LexicalRerankEndpoint(),
+            **kwargs,
+        )
+        return client, Mode(True, OFFLINE_HEADER, client.model, client.base_url)
+    if args.api_key is not None:
+        print(
+            "warning: --api-key is visible in process lists and shell history; prefer the "
+            f"{ENV_API_KEY} environment variable.",
+            file=sys.stderr,
+        )
+    elif not os.environ.get(ENV_API_KEY, "").strip():
+        raise UsageError(NO_KEY_MESSAGE)
+    client = RerankClient(model=args.model, api_key=args.api_key, base_url=args.base_url, **kwargs)
+    header = f"mode: live — endpoint {client.base_url}, model {client.model}"
+    return client, Mode(False, header, client.model, client.base_url)
+
+
+def usage_tokens(results: object) -> int | None:
+    """Total tokens of one call, if the client reports them (``results.usage``), else None.
+
+    Works before and after the core returns a list with ``.usage``: a plain list has none.
+    """
+    usage = getattr(results, "usage", None)
+    if usage is None:
+        return None
+    total: Any
+    if isinstance(usage, Mapping):
+        total = usage.get("total_tokens", usage.get("prompt_tokens"))
+    else:
+        total = getattr(usage, "total_tokens", None)
+        if total is None:
+            total = getattr(usage, "prompt_tokens", None)
+    if isinstance(total, bool) or not isinstance(total, int):
+        return None
+    return total
+
+
+def usage_json(results: object) -> dict[str, int] | None:
+    """``{"prompt_tokens", "total_tokens"}`` of one call when reported, else None."""
+    usage = getattr(results, "usage", None)
+    if usage is None:
+        return None
+    out: dict[str, int] = {}
+    for name in ("prompt_tokens", "total_tokens"):
+        value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = value
+    return out or None

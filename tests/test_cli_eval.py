@@ -1,0 +1,294 @@
+"""``together-rerank eval``: on the tiny synthetic dataset ``tests/data/eval_tiny``, the
+reported metrics equal ir-measures called directly on the same runs (saved with
+``--save-runs``), the reranked runs are the library's rankings of the first stage's
+candidates, the PNG plot is written, and a TREC run file works as the first stage."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import ir_measures
+import pytest
+
+from together_rerank_plugins import RerankClient, RerankResult, cli
+from together_rerank_plugins.cli import _eval
+from together_rerank_plugins.cli._common import Mode
+from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
+
+DATA = Path(__file__).parent / "data" / "eval_tiny"
+MEASURES = [ir_measures.nDCG @ 10, ir_measures.RR @ 10, ir_measures.R @ 10]
+
+
+def qrels() -> dict[str, dict[str, int]]:
+    with (DATA / "qrels" / "test.tsv").open() as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        out: dict[str, dict[str, int]] = {}
+        for row in reader:
+            out.setdefault(row["query-id"], {})[row["corpus-id"]] = int(row["score"])
+    return out
+
+
+def run_order(path: Path) -> dict[str, list[str]]:
+    order: dict[str, list[tuple[int, str]]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, did, rank, _, _ = line.split()
+        order.setdefault(qid, []).append((int(rank), did))
+    return {q: [d for _, d in sorted(v)] for q, v in order.items()}
+
+
+def library(
+    path: Path, measures: list[Any] = MEASURES, queries: int | None = None
+) -> dict[str, float]:
+    """ir-measures, called directly on a saved TREC run file (and the first N queries)."""
+    judged = dict(list(qrels().items())[:queries])
+    read_trec_run: Any = ir_measures.read_trec_run  # untyped
+    values = ir_measures.calc_aggregate(measures, judged, read_trec_run(str(path)))
+    return {str(m): v for m, v in values.items()}
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def check_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert 600 <= width <= 3000
+    assert 300 <= height <= 2000
+    assert 10_000 < len(data) < 2_000_000
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.verify()
+
+
+def texts() -> tuple[dict[str, str], dict[str, str]]:
+    corpus = {}
+    for line in (DATA / "corpus.jsonl").read_text().splitlines():
+        doc = json.loads(line)
+        corpus[doc["_id"]] = f"{doc['title']} {doc['text']}"
+    queries = {}
+    for line in (DATA / "queries.jsonl").read_text().splitlines():
+        q = json.loads(line)
+        queries[q["_id"]] = q["text"]
+    return corpus, queries
+
+
+def test_dataset_readme_says_synthetic() -> None:
+    assert "synthetic" in (DATA / "README.md").read_text().lower()
+
+
+def test_eval_offline_metrics_match_the_library(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot, runs = tmp_path / "sweep.png", tmp_path / "runs"
+    argv = ["eval", str(DATA), "--offline", "--candidates", "5,10,20", "--json"]
+    code, out, err = run_cli([*argv, "--plot", str(plot), "--save-runs", str(runs)], capsys)
+    assert code == 0, err
+    assert err.splitlines()[0].startswith("mode: offline — embedded lexical test endpoint")
+    report = json.loads(out)
+    assert report["offline"] is True
+    assert report["queries"] == 8
+    assert report["documents"] == 40
+    assert report["measures"] == ["nDCG@10", "RR@10", "R@10"]
+    assert report["plot"] == str(plot)
+    check_png(plot)
+
+    # first stage alone, and its Recall@c per candidate count (the reranker's pool)
+    first = runs / "first_stage.trec"
+    assert report["first_stage_metrics"] == pytest.approx(library(first))
+    pools = library(first, [ir_measures.R @ c for c in (5, 10, 20)])
+    assert [p["pool_recall"] for p in report["rerank"]] == pytest.approx(
+        [pools["R@5"], pools["R@10"], pools["R@20"]]
+    )
+    # each reranked run
+    assert [p["candidates"] for p in report["rerank"]] == [5, 10, 20]
+    for point in report["rerank"]:
+        saved = runs / f"rerank_{point['candidates']}.trec"
+        assert point["metrics"] == pytest.approx(library(saved))
+        assert point["requests"] == 8
+        assert point["documents"] == 8 * point["candidates"]
+        assert point["tokens"] is None or point["tokens"] > 0
+
+    # the reranked runs are the library's ranking of the first stage's top c, then the rest
+    corpus, queries = texts()
+    client = RerankClient(api_key="x", transport=LexicalRerankEndpoint())
+    first_order = run_order(first)
+    assert set(first_order) == set(qrels())
+    assert all(len(v) == 20 for v in first_order.values())
+    for c in (5, 10, 20):
+        reranked = run_order(runs / f"rerank_{c}.trec")
+        for qid, docs in first_order.items():
+            pool = docs[:c]
+            ranking = client.rerank(queries[qid], [corpus[d] for d in pool])
+            assert reranked[qid] == [pool[r.index] for r in ranking] + docs[c:]
+
+
+def test_eval_offline_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["eval", str(DATA), "--offline", "--candidates", "5,10"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("mode: offline — embedded lexical test endpoint (not LlamaRank")
+    assert lines[1].startswith(f"dataset: {DATA} (BEIR; test.tsv): 40 documents, 8 judged")
+    header = next(i for i, line in enumerate(lines) if line.startswith("system"))
+    assert lines[header].split()[2:5] == ["nDCG@10", "RR@10", "R@10"]
+    assert lines[header + 1].split()[:2] == ["BM25", "-"]
+    assert lines[header + 2].split()[:4] == ["BM25", "+", "rerank", "5"]
+    assert lines[header + 3].split()[:4] == ["BM25", "+", "rerank", "10"]
+    assert "ir-measures" in lines[header + 4]
+
+
+def test_trec_run_file_as_first_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    base = ["eval", str(DATA), "--offline", "--candidates", "3,8", "--json"]
+    code, out, err = run_cli([*base, "--save-runs", str(runs)], capsys)
+    assert code == 0, err
+    bm25 = json.loads(out)
+    # the saved BM25 run, plus a line for a query that is not judged and one unknown doc
+    run_file = tmp_path / "mine.trec"
+    text = (runs / "first_stage.trec").read_text()
+    run_file.write_text(text + "q-unjudged Q0 bees-0 1 9 x\nq-bees Q0 no-such-doc 99 -5 x\n")
+    code, out, err = run_cli([*base, "--run", str(run_file)], capsys)
+    assert code == 0, err
+    mine = json.loads(out)
+    assert mine["first_stage"]["name"] == "run mine.trec"
+    assert mine["first_stage_metrics"] == pytest.approx(bm25["first_stage_metrics"])
+    for ours, theirs in zip(mine["rerank"], bm25["rerank"], strict=True):
+        assert ours["metrics"] == pytest.approx(theirs["metrics"])
+    assert "1 document(s)" in err
+    assert "not in the corpus" in err
+
+
+def test_queries_missing_from_the_run_count_as_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    base = ["eval", str(DATA), "--offline", "--candidates", "5", "--json"]
+    assert run_cli([*base, "--save-runs", str(runs)], capsys)[0] == 0
+    run_file = tmp_path / "partial.trec"
+    lines = (runs / "first_stage.trec").read_text().splitlines(keepends=True)
+    run_file.write_text("".join(line for line in lines if not line.startswith("q-bees ")))
+    code, out, err = run_cli([*base, "--run", str(run_file), "--save-runs", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "1 judged query(ies) have no result" in err
+    report = json.loads(out)
+    assert report["queries"] == 8
+    assert report["queries_with_candidates"] == 7
+    assert report["first_stage_metrics"] == pytest.approx(library(run_file))  # all 8 judged
+    assert report["rerank"][0]["metrics"] == pytest.approx(library(tmp_path / "rerank_5.trec"))
+
+
+def test_cutoff_and_max_queries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    argv = ["eval", str(DATA), "--offline", "--candidates", "4", "--cutoff", "3", "--json"]
+    code, out, err = run_cli([*argv, "--max-queries", "3", "--save-runs", str(runs)], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["queries"] == 3
+    assert report["measures"] == ["nDCG@3", "RR@3", "R@3"]
+    cut = [ir_measures.nDCG @ 3, ir_measures.RR @ 3, ir_measures.R @ 3]
+    expected = library(runs / "rerank_4.trec", cut, queries=3)
+    assert report["rerank"][0]["metrics"] == pytest.approx(expected)
+    assert len(run_order(runs / "first_stage.trec")) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["/no/such/folder"], "is not a folder"),
+        ([str(DATA), "--split", "dev"], "dev.tsv not found"),
+        ([str(DATA), "--run", "/no/such.trec"], "cannot read /no/such.trec"),
+        ([str(DATA / "qrels")], "corpus.jsonl not found"),
+    ],
+)
+def test_eval_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["eval", "--offline", *args], capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_tokens_are_summed_from_results_usage() -> None:
+    """When the client reports ``usage`` on its results, the sweep sums it per count."""
+
+    class Usage:
+        prompt_tokens = 7
+        total_tokens = 7
+
+    class Results(list[RerankResult]):
+        usage = Usage()
+
+    class Client:
+        async def arerank(self, query: str, documents: list[str], **_: Any) -> Results:
+            await asyncio.sleep(0)
+            return Results(RerankResult(i, 1.0 / (i + 1)) for i in range(len(documents)))
+
+        async def aclose(self) -> None:
+            return
+
+    data = _eval.load_beir(DATA)
+    first = _eval.bm25_first_stage(data, 10)
+    out = asyncio.run(_eval._rerank_sweep(Client(), data, first, [2, 10], 4))  # type: ignore[arg-type]
+    assert out[2][1] == 8 * 7  # one call per query
+    assert out[10][1] == 8 * 7
+    mode = Mode(True, "mode: offline", "m", "u")
+    report = _eval.evaluate(
+        Client(),  # type: ignore[arg-type]
+        mode,
+        data,
+        run_file=None,
+        counts=[2, 10],
+        cutoff=10,
+        concurrency=2,
+    )
+    assert [p.tokens for p in report.sweep] == [56, 56]
+    # this client keeps the first stage's order: reranking changes nothing
+    for p in report.sweep:
+        assert p.metrics == pytest.approx(report.first_stage)
+
+
+@pytest.mark.loopback
+def test_eval_against_a_loopback_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = LexicalRerankEndpoint(api_keys={"dummy"})
+    plot = tmp_path / "plot.png"
+    monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
+    with serve_loopback(endpoint) as url:
+        argv = ["eval", str(DATA), "--base-url", url, "--candidates", "5,10", "--plot", str(plot)]
+        code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"mode: live — endpoint {url}, model Salesforce/Llama-Rank-V1"
+    assert len(endpoint.requests) == 8 * 2
+    assert sorted(len(r["documents"]) for r in endpoint.requests) == [5] * 8 + [10] * 8
+    check_png(plot)
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [("bm25s", []), ("ir_measures", []), ("matplotlib", ["--plot", "x.png"])],
+)
+def test_missing_cli_extra_is_one_line_with_the_fix(
+    module: str,
+    args: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    code, out, err = run_cli(["eval", str(DATA), "--offline", *args], capsys)
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert 'pip install "together-rerank-plugins[cli]"' in err
