@@ -23,6 +23,7 @@ them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,7 +177,8 @@ class CallPlan:
                 f"The query alone uses most of the {o.max_tokens_per_doc}-token budget per "
                 "document; shorten the query or raise `max_tokens_per_doc`."
             )
-        if count(text) <= budget:
+        total = count(text)
+        if total <= budget:
             return [doc]
         index = self._first_of[u]
         if o.long_documents == "error":
@@ -186,15 +188,15 @@ class CallPlan:
                 'long_documents="chunk" (score its best window) or "truncate".'
             )
         if isinstance(doc, str):
-            return self._cut(doc, budget)
+            return self._cut(doc, budget, count, total)
         return self._cut_mapping(index, doc, budget)
 
-    def _cut(self, text: str, budget: int) -> list[Document]:
-        count = self.options.count_tokens
-        assert count is not None
+    def _cut(
+        self, text: str, budget: int, count: TokenCounter, total: int | None = None
+    ) -> list[Document]:
         if self.options.long_documents == "truncate":
             return [truncate(text, budget, count)]
-        return list(split_windows(text, budget, count))
+        return list(split_windows(text, budget, count, total=total))
 
     def _cut_mapping(self, index: int, doc: Mapping[str, Any], budget: int) -> list[Document]:
         """Fit a mapping by cutting its longest string field among the ranked ones."""
@@ -208,14 +210,18 @@ class CallPlan:
                 "shorten it or raise `max_tokens_per_doc`."
             )
         longest = max(strings, key=lambda f: len(doc[f]))
-        rest = count(canonical({k: v for k, v in doc.items() if k != longest}))
+        rest = count(canonical({**doc, longest: ""}))  # the JSON around the field
         room = budget - rest
         if room < _MIN_DOC_TOKENS:
             raise RerankInputError(
                 f"documents[{index}]: the fields other than {longest!r} already fill the "
                 "token budget; shorten them or raise `max_tokens_per_doc`."
             )
-        return [{**doc, longest: part} for part in self._cut(doc[longest], room)]
+
+        def as_sent(part: str) -> int:  # the field as it appears in the JSON sent
+            return count(json.dumps(part, ensure_ascii=False)[1:-1])
+
+        return [{**doc, longest: part} for part in self._cut(doc[longest], room, as_sent)]
 
     # -- answers -------------------------------------------------------------------------
     def absorb(self, request_no: int, payload: Any) -> None:

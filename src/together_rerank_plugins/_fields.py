@@ -21,7 +21,8 @@ from ._config import (
     validate_score_threshold,
     validate_top_n,
 )
-from ._errors import RerankConfigError
+from ._errors import RerankConfigError, RerankInputError
+from ._planning import check_rank_fields
 
 __all__ = ["UNSET", "RerankFields"]
 
@@ -145,8 +146,7 @@ class RerankFields(BaseModel):
         return cache
 
     def _init_client(self, api_key: Any) -> None:
-        validate_top_n(self.top_n)
-        validate_score_threshold(self.score_threshold)
+        self._check_call_options(self.top_n, self.score_threshold, self.rank_fields)
         self._client = RerankClient(
             model=self.model,
             api_key=api_key,
@@ -167,6 +167,15 @@ class RerankFields(BaseModel):
         # the endpoint actually used.
         self.__dict__["model"] = self._client.model
         self.__dict__["base_url"] = self._client.base_url
+
+    @staticmethod
+    def _check_call_options(top_n: Any, score_threshold: Any, rank_fields: Any) -> None:
+        validate_top_n(top_n)
+        validate_score_threshold(score_threshold)
+        try:
+            check_rank_fields(rank_fields)
+        except RerankInputError as exc:
+            raise RerankConfigError(str(exc)) from None
 
     @property
     def client(self) -> RerankClient:
@@ -196,8 +205,11 @@ class RerankFields(BaseModel):
                 f"Unknown option(s) {sorted(unknown)} for {type(self).__name__}.with_options()."
             )
         if set(overrides) <= self._CALL_OPTIONS:
-            validate_top_n(overrides.get("top_n", self.top_n))
-            validate_score_threshold(overrides.get("score_threshold", self.score_threshold))
+            self._check_call_options(
+                overrides.get("top_n", self.top_n),
+                overrides.get("score_threshold", self.score_threshold),
+                overrides.get("rank_fields", self.rank_fields),
+            )
             return self.model_copy(update=overrides)  # shares the private client
         data = {name: getattr(self, name) for name in type(self).model_fields}
         return type(self)(**(data | overrides))

@@ -24,6 +24,7 @@ __all__ = [
     "RerankResults",
     "Usage",
     "canonical",
+    "check_rank_fields",
     "parse_batch",
     "parse_usage",
     "structured_document",
@@ -117,20 +118,30 @@ def canonical(doc: Document) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
 def structured_document(
     fields: Sequence[str], metadata: Mapping[str, Any], text: str
 ) -> dict[str, Any]:
     """The mapping document an adapter sends with ``rank_fields``: the named metadata
-    fields, and the item's text under ``"text"``. Values JSON cannot carry become strings;
-    a missing field is left out, so validation names it."""
+    fields, and the item's text under ``"text"``. Values JSON cannot carry (dates, NaN, ...),
+    at any depth, become strings; a missing field is left out, so validation names it."""
     doc: dict[str, Any] = {}
     for name in fields:
         if name == "text" and name not in metadata:
             doc[name] = text
         elif name in metadata:
-            value = metadata[name]
-            ok = value is None or isinstance(value, (str, int, float, bool, list, dict))
-            doc[name] = value if ok else str(value)
+            doc[name] = _jsonable(metadata[name])
     return doc
 
 
@@ -160,11 +171,11 @@ def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Docu
         elif isinstance(doc, Mapping):
             kinds.add("mapping")
             try:
-                json.dumps(doc)
+                json.dumps(doc, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise RerankInputError(
-                    f"documents[{i}] cannot be sent as JSON ({exc}); use str, numbers, lists "
-                    "and dicts as values."
+                    f"documents[{i}] cannot be sent as JSON ({exc}); use strings, finite "
+                    "numbers, lists and dicts as values."
                 ) from None
             if rank_fields:
                 missing = [f for f in rank_fields if f not in doc]
@@ -190,7 +201,7 @@ def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Docu
     return docs
 
 
-def _check_rank_fields(rank_fields: Any) -> list[str] | None:
+def check_rank_fields(rank_fields: Any) -> list[str] | None:
     if rank_fields is None:
         return None
     if isinstance(rank_fields, str) or not isinstance(rank_fields, Sequence):
@@ -221,7 +232,7 @@ def validate_call(
     except ValueError as exc:  # same checks as construction, reported as call errors
         raise RerankInputError(str(exc)) from None
     query = _check_query(query)
-    fields = _check_rank_fields(rank_fields)
+    fields = check_rank_fields(rank_fields)
     docs = _check_documents(documents, fields)
     return CallSpec(query, docs, top_n, fields, threshold)
 
