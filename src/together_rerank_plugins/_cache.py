@@ -16,12 +16,23 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["InMemoryScoreStore", "ScoreStore", "amget", "amset", "cache_key", "document_digest"]
+__all__ = [
+    "BytesScoreStore",
+    "InMemoryScoreStore",
+    "KVScoreStore",
+    "ScoreStore",
+    "amget",
+    "amset",
+    "cache_key",
+    "document_digest",
+    "wrap_framework_store",
+]
 
 _KEY_VERSION = "trp1"
 
@@ -109,3 +120,73 @@ async def amset(store: Any, items: Sequence[tuple[str, float]]) -> None:
         await fn(items)
     else:
         store.mset(items)
+
+
+class BytesScoreStore:
+    """A byte-valued key-value store (LangChain ``BaseStore[str, bytes]``: Redis, files, ...)
+    as a score store. Scores are stored as 8-byte IEEE-754 doubles, read back bit for bit."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @staticmethod
+    def _decode(value: Any) -> float | None:
+        if isinstance(value, (bytes, bytearray)) and len(value) == 8:
+            return float(struct.unpack("<d", value)[0])
+        return None
+
+    def mget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._decode(v) for v in self.store.mget(list(keys))]
+
+    def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        self.store.mset([(k, struct.pack("<d", v)) for k, v in items])
+
+    async def amget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._decode(v) for v in await self.store.amget(list(keys))]
+
+    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
+        await self.store.amset([(k, struct.pack("<d", v)) for k, v in items])
+
+
+class KVScoreStore:
+    """A LlamaIndex ``BaseKVStore`` (simple, Redis, Mongo, ...) as a score store: one entry
+    ``{"score": float}`` per key, in the collection ``together_rerank_scores``."""
+
+    collection = "together_rerank_scores"
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @staticmethod
+    def _score(value: Any) -> float | None:
+        score = value.get("score") if isinstance(value, dict) else None
+        if isinstance(score, (int, float)) and not isinstance(score, bool):
+            return float(score)
+        return None
+
+    def mget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._score(self.store.get(k, collection=self.collection)) for k in keys]
+
+    def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        self.store.put_all([(k, {"score": v}) for k, v in items], collection=self.collection)
+
+    async def amget(self, keys: Sequence[str]) -> list[float | None]:
+        return [self._score(await self.store.aget(k, collection=self.collection)) for k in keys]
+
+    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
+        pairs = [(k, {"score": v}) for k, v in items]
+        await self.store.aput_all(pairs, collection=self.collection)
+
+
+def _derives_from(obj: Any, module: str, name: str) -> bool:
+    return any(c.__name__ == name and c.__module__ == module for c in type(obj).__mro__)
+
+
+def wrap_framework_store(store: Any) -> ScoreStore | None:
+    """Recognise the frameworks' own stores by their base class, without importing either
+    framework (the core imports none), so both adapters accept both kinds."""
+    if _derives_from(store, "llama_index.core.storage.kvstore.types", "BaseKVStore"):
+        return KVScoreStore(store)
+    if _derives_from(store, "langchain_core.stores", "BaseStore"):
+        return BytesScoreStore(store)
+    return None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._batching import CallPlan, PlanOptions
-from ._cache import InMemoryScoreStore, ScoreStore, amget, amset
+from ._cache import InMemoryScoreStore, ScoreStore, amget, amset, wrap_framework_store
 from ._config import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -53,11 +54,15 @@ def _resolve_cache(cache: Any) -> ScoreStore | None:
         return None
     if cache is True:
         return InMemoryScoreStore()
+    framework_store = wrap_framework_store(cache)
+    if framework_store is not None:
+        return framework_store
     if callable(getattr(cache, "mget", None)) and callable(getattr(cache, "mset", None)):
         return cache  # type: ignore[no-any-return]
     raise RerankConfigError(
-        "`cache` must be True (in-memory LRU), False/None, or a store with "
-        f"mget(keys)/mset(items); got {type(cache).__name__}."
+        "`cache` must be True (in-memory LRU), False/None, a store with mget(keys)/"
+        "mset(items), a LlamaIndex BaseKVStore or a LangChain BaseStore[str, bytes]; got "
+        f"{type(cache).__name__}."
     )
 
 
@@ -302,16 +307,29 @@ class RerankClient:
                 plan.absorb(i, answer)
         except RerankError as exc:
             return self._failed(plan, exc)
-        if keys:
-            self.cache.mset(plan.fresh_scores(keys))  # type: ignore[union-attr]
+        fresh = plan.fresh_scores(keys) if keys else []
+        if fresh:
+            self.cache.mset(fresh)  # type: ignore[union-attr]
         return plan.results()
 
     def _send_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
+        failed = threading.Event()
+
+        def one(kwargs: dict[str, Any]) -> Any:
+            if failed.is_set():  # dequeued after another batch failed: never sent
+                return None
+            try:
+                return self._sdk.send(kwargs)
+            except BaseException:
+                failed.set()
+                raise
+
         workers = min(self.max_concurrency, len(requests))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="together-rerank")
         try:
-            return list(pool.map(self._sdk.send, requests))
-        finally:  # on the first error, start no further request
+            # map() re-raises the first error in order; a skipped None always comes after it
+            return list(pool.map(one, requests))
+        finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     async def arerank(
@@ -350,16 +368,25 @@ class RerankClient:
                 plan.absorb(i, answer)
         except RerankError as exc:
             return self._failed(plan, exc)
-        if keys:
-            await amset(self.cache, plan.fresh_scores(keys))
+        fresh = plan.fresh_scores(keys) if keys else []
+        if fresh:
+            await amset(self.cache, fresh)
         return plan.results()
 
     async def _asend_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
         gate = asyncio.Semaphore(self.max_concurrency)
+        failed = False
 
         async def one(kwargs: dict[str, Any]) -> Any:
+            nonlocal failed
             async with gate:
-                return await self._sdk.asend(kwargs)
+                if failed:  # waited for a slot while another batch failed: never sent
+                    return None
+                try:
+                    return await self._sdk.asend(kwargs)
+                except BaseException:
+                    failed = True
+                    raise
 
         tasks = [asyncio.ensure_future(one(kwargs)) for kwargs in requests]
         try:

@@ -141,10 +141,6 @@ class RerankFields(BaseModel):
         """Rebuild through ``__init__``, so the client is recreated and validated."""
         type(self).__init__(self, **state["__dict__"])
 
-    def _adapt_store(self, cache: Any) -> Any:
-        """Wrap this framework's key-value store as a score store (adapters override)."""
-        return cache
-
     def _init_client(self, api_key: Any) -> None:
         self._check_call_options(self.top_n, self.score_threshold, self.rank_fields)
         self._client = RerankClient(
@@ -156,7 +152,7 @@ class RerankFields(BaseModel):
             max_batch_size=self.max_batch_size,
             max_concurrency=self.max_concurrency,
             dedupe=self.dedupe,
-            cache=self._adapt_store(self.cache),
+            cache=self.cache,
             long_documents=self.long_documents,
             max_tokens_per_doc=self.max_tokens_per_doc,
             tokenizer=self.tokenizer,

@@ -15,7 +15,6 @@ validation and errors live in the core.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -24,7 +23,6 @@ try:
     from langchain_core.cross_encoders import BaseCrossEncoder
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.load.serializable import Serializable
-    from langchain_core.stores import BaseStore
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "together_rerank_plugins.langchain needs langchain-core: run "
@@ -92,11 +90,6 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor, Serializable):
     @property
     def lc_secrets(self) -> dict[str, str]:
         return {"together_api_key": "TOGETHER_API_KEY"}
-
-    def _adapt_store(self, cache: Any) -> Any:
-        if isinstance(cache, BaseStore):
-            return _LangChainScoreStore(cache)
-        return cache
 
     # -- translation ---------------------------------------------------------------------
     def _payload(
@@ -284,32 +277,3 @@ def _group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
             raise RerankInputError(f"text_pairs[{i}] must be a (query, document) pair.")
         groups.setdefault(pair[0], []).append(i)
     return groups
-
-
-class _LangChainScoreStore:
-    """A LangChain ``BaseStore[str, bytes]`` (Redis, file system, ...) as a score store.
-
-    Scores are stored as their 8-byte IEEE-754 representation, so a score read back is
-    bit-for-bit the one stored.
-    """
-
-    def __init__(self, store: BaseStore[str, bytes]) -> None:
-        self.store = store
-
-    @staticmethod
-    def _decode(value: Any) -> float | None:
-        if isinstance(value, (bytes, bytearray)) and len(value) == 8:
-            return float(struct.unpack("<d", value)[0])
-        return None
-
-    def mget(self, keys: Sequence[str]) -> list[float | None]:
-        return [self._decode(v) for v in self.store.mget(list(keys))]
-
-    def mset(self, items: Sequence[tuple[str, float]]) -> None:
-        self.store.mset([(k, struct.pack("<d", v)) for k, v in items])
-
-    async def amget(self, keys: Sequence[str]) -> list[float | None]:
-        return [self._decode(v) for v in await self.store.amget(list(keys))]
-
-    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
-        await self.store.amset([(k, struct.pack("<d", v)) for k, v in items])

@@ -14,7 +14,6 @@ events; configuration, HTTP, validation and errors live in the core.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 try:
@@ -24,7 +23,6 @@ try:
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-    from llama_index.core.storage.kvstore.types import BaseKVStore
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "together_rerank_plugins.llama_index needs llama-index-core: run "
@@ -86,11 +84,6 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which metadata is sent with each node's text."
     )
-
-    def _adapt_store(self, cache: Any) -> Any:
-        if isinstance(cache, BaseKVStore):
-            return _KVScoreStore(cache)
-        return cache
 
     @classmethod
     def class_name(cls) -> str:
@@ -183,34 +176,3 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
 
 def _with(keys: list[str], new: list[str]) -> list[str]:
     return [*keys, *(k for k in new if k not in keys)]
-
-
-class _KVScoreStore:
-    """A LlamaIndex ``BaseKVStore`` (simple, Redis, Mongo, ...) as a score store.
-
-    Each score is one entry ``{"score": float}`` in the collection ``together_rerank_scores``.
-    """
-
-    collection = "together_rerank_scores"
-
-    def __init__(self, store: BaseKVStore) -> None:
-        self.store = store
-
-    @staticmethod
-    def _score(value: Any) -> float | None:
-        score = value.get("score") if isinstance(value, dict) else None
-        return float(score) if isinstance(score, (int, float)) else None
-
-    def mget(self, keys: Sequence[str]) -> list[float | None]:
-        return [self._score(self.store.get(k, collection=self.collection)) for k in keys]
-
-    def mset(self, items: Sequence[tuple[str, float]]) -> None:
-        pairs = [(k, {"score": v}) for k, v in items]
-        self.store.put_all(pairs, collection=self.collection)
-
-    async def amget(self, keys: Sequence[str]) -> list[float | None]:
-        return [self._score(await self.store.aget(k, collection=self.collection)) for k in keys]
-
-    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
-        pairs = [(k, {"score": v}) for k, v in items]
-        await self.store.aput_all(pairs, collection=self.collection)

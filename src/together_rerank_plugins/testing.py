@@ -38,7 +38,13 @@ from typing import Any
 
 import httpx
 
-__all__ = ["LexicalRerankEndpoint", "hash_embedding", "lexical_scores", "serve_loopback"]
+__all__ = [
+    "LexicalRerankEndpoint",
+    "hash_embedding",
+    "lexical_scores",
+    "pointwise_lexical_scores",
+    "serve_loopback",
+]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -68,7 +74,10 @@ def hash_embedding(text: str, dim: int = 256) -> list[float]:
 def lexical_scores(query: str, texts: list[str]) -> list[float]:
     """Score each text in [0, 1]: the IDF-weighted share of the query's words it contains.
 
-    Deterministic and cheap; a stand-in for a cross-encoder, not an imitation of one.
+    Deterministic and cheap; a stand-in for a cross-encoder, not an imitation of one. The
+    IDF is taken over the texts of one request, so unlike LlamaRank's a score depends on the
+    other documents sent; for tests that compare scores across batches or with a cache, use
+    ``LexicalRerankEndpoint(scorer=pointwise_lexical_scores)``.
     """
     bags = [set(_words(t)) for t in texts]
     q_words = sorted(set(_words(query)))
@@ -82,6 +91,24 @@ def lexical_scores(query: str, texts: list[str]) -> list[float]:
         hit = sum(idf[w] for w in q_words if w in bag)
         scores.append(round(hit / total, 6))
     return scores
+
+
+def pointwise_lexical_scores(query: str, texts: list[str]) -> list[float]:
+    """Score each text in [0, 1] on its own: the share of the query's words it contains,
+    longer words weighing more. Pointwise like LlamaRank, so scores from different requests
+    (batches, cached calls) compare.
+
+    >>> pointwise_lexical_scores("red apples", ["red apples", "green apples", "pears"])
+    [1.0, 0.5..., 0.0]
+    """
+    q_words = sorted(set(_words(query)))
+    weights = {w: math.log(2.0 + len(w)) for w in q_words}
+    total = sum(weights.values())
+    if not total:
+        return [0.0 for _ in texts]
+    return [
+        round(sum(weights[w] for w in q_words if w in set(_words(t))) / total, 6) for t in texts
+    ]
 
 
 def _as_text(doc: Any, rank_fields: list[str] | None) -> str:
