@@ -75,10 +75,41 @@ def vcr_cassette_dir(target: dict[str, Any]) -> str:
     return str(CASSETTES / target["name"])
 
 
+# Bearer values seen by the recorder: a server may echo the key in an error body, so every
+# key sent is also scrubbed from the recorded responses.
+_SEEN_KEYS: set[str] = set()
+
+
+def scrub_recorded_request(request: Any) -> Any:
+    """Replace the Authorization header by DUMMY, remembering the key to scrub answers."""
+    for name in list(request.headers):
+        if name.lower() == "authorization":
+            key = str(request.headers[name]).split(" ", 1)[-1]
+            if len(key) >= 6 and key != "DUMMY":
+                _SEEN_KEYS.add(key)
+            request.headers[name] = "DUMMY"
+    return request
+
+
+def scrub_recorded_response(response: dict[str, Any]) -> dict[str, Any]:
+    """Never write a key to a cassette, even one the server echoed in its body."""
+    keys = {k for k in (LIVE_ENV.get("TOGETHER_API_KEY"), RECORDING_KEY) if k} | _SEEN_KEYS
+    body = response.get("body", {}).get("string")
+    for key in keys:
+        if isinstance(body, bytes):
+            body = body.replace(key.encode(), b"REDACTED")
+        elif isinstance(body, str):
+            body = body.replace(key, "REDACTED")
+    if body is not None:
+        response["body"]["string"] = body
+    return response
+
+
 @pytest.fixture
 def vcr_config() -> dict[str, Any]:
     return {
-        "filter_headers": [("authorization", "DUMMY")],
+        "before_record_request": scrub_recorded_request,
+        "before_record_response": scrub_recorded_response,
         "match_on": ["method", "uri", "body"],
         "decode_compressed_response": True,
     }

@@ -2,7 +2,9 @@
 
 Steps, all pure (the client does the I/O between them):
 
-1. **Dedupe.** Candidates whose text as sent is identical are scored once.
+1. **Dedupe.** Candidates whose text as sent is identical are scored once. Candidates
+   with no text (empty or whitespace) are not sent: they come back after every scored
+   candidate, in input order, with score 0.0, filling only places ``top_n`` leaves.
 2. **Cache.** With a score store, each unique document gets a key (model, query, rank
    fields, long-document variant, SHA-256 of the document); hits are not sent.
 3. **Long documents.** A document over the token budget is split into overlapping windows
@@ -38,12 +40,15 @@ from ._planning import (
     RerankResults,
     Usage,
     canonical,
+    is_blank,
     parse_batch,
     parse_usage,
 )
 
 __all__ = ["CallPlan", "PlanOptions"]
 
+#: the score of a candidate with no text (empty or whitespace): it is not sent
+BLANK_SCORE = 0.0
 #: tokens reserved for the model's own framing of (query, document)
 _FRAMING_TOKENS = 16
 #: a document part smaller than this cannot carry meaning next to the query
@@ -96,6 +101,10 @@ class CallPlan:
                 self._first_of.append(i)
             self._unique_of.append(u)
         self.scores: dict[int, float] = {}
+        # nothing to score: never sent, returned after every scored candidate at 0.0
+        self._blank = {u for u, doc in enumerate(self._uniques) if is_blank(doc)}
+        for u in self._blank:
+            self.scores[u] = BLANK_SCORE
         self.cache_hits = 0
         self._fresh: set[int] = set()
         self._pieces: list[_Piece] = []
@@ -123,6 +132,8 @@ class CallPlan:
 
     def use_cached(self, values: Sequence[float | None]) -> None:
         for u, value in enumerate(values):
+            if u in self._blank:
+                continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.scores[u] = float(value)
                 self.cache_hits += 1
@@ -239,13 +250,17 @@ class CallPlan:
 
     def results(self) -> RerankResults:
         ranked = []
+        blank = []
         for i, u in enumerate(self._unique_of):
             if self.options.dedupe and self._first_of[u] != i:
                 continue
             score = self.scores.get(u)
-            if score is not None:
+            if u in self._blank:
+                blank.append(RerankResult(i, BLANK_SCORE))
+            elif score is not None:
                 ranked.append(RerankResult(i, score))
         ranked.sort(key=lambda r: (-r.relevance_score, r.index))
+        ranked.extend(blank)  # input order, after every scored candidate
         if self.spec.top_n is not None:
             ranked = ranked[: self.spec.top_n]
         if self.spec.score_threshold is not None:

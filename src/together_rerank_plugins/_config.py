@@ -198,10 +198,17 @@ def resolve_settings(
             f"The API key from {source} is empty: set {ENV_API_KEY} to your Together key."
         )
 
+    from_env = base_url is None and bool(env.get(ENV_BASE_URL))
     raw_url = base_url if base_url is not None else env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    try:
+        url = normalize_base_url(raw_url)
+    except RerankConfigError as exc:
+        if not from_env:
+            raise
+        raise RerankConfigError(f"{exc} (from the {ENV_BASE_URL} environment variable)") from None
     return Settings(
         model=model.strip(),
-        base_url=normalize_base_url(raw_url),
+        base_url=url,
         timeout=_validate_timeout(timeout),
         max_retries=_validate_max_retries(max_retries),
         api_key=key.strip(),

@@ -25,6 +25,9 @@ Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 __all__ = [
     "APIStatusError",
     "AuthenticationError",
@@ -114,6 +117,28 @@ def _server_message(exc: BaseException) -> str | None:
     return None
 
 
+def _scrub_value(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return _scrub(value, secret)
+    if isinstance(value, list):
+        return [_scrub_value(v, secret) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_value(v, secret) for k, v in value.items()}
+    return value
+
+
+def scrub_exception(exc: BaseException, secret: str | None) -> None:
+    """Remove ``secret`` from an SDK exception we are about to chain as ``__cause__``: a
+    server may echo the key in its error body, and tracebacks print the cause."""
+    if not secret or len(secret) < 6:
+        return
+    exc.args = tuple(_scrub_value(a, secret) for a in exc.args)
+    for name in ("message", "body"):
+        if hasattr(exc, name):
+            with contextlib.suppress(AttributeError):  # read-only: nothing we can change
+                setattr(exc, name, _scrub_value(getattr(exc, name), secret))
+
+
 def translate_sdk_error(
     exc: BaseException,
     *,
@@ -129,6 +154,7 @@ def translate_sdk_error(
     """
     import together
 
+    scrub_exception(exc, secret)
     where = f"{base_url}/v1/rerank"
     if isinstance(exc, together.APITimeoutError):
         return RerankTimeoutError(

@@ -112,11 +112,17 @@ class RerankFields(BaseModel):
 
     def __init__(self, /, **data: Any) -> None:
         """Validate the fields, then build the client: a bad or unknown argument raises
-        :class:`RerankConfigError` (a ``ValueError``) here, with pydantic's details chained."""
+        :class:`RerankConfigError` (a ``ValueError``) here, describing each of pydantic's
+        errors (without their input values, which may include the key)."""
+        problem = None
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise RerankConfigError(_describe(exc, type(self))) from exc
+            problem = _describe(exc, type(self))
+        if problem is not None:
+            # raised outside the `except`: neither chained nor as __context__, because
+            # pydantic's error quotes the input values, the key among them
+            raise RerankConfigError(problem)
         self._init_client(self._secret_key())
 
     #: the adapter's API key field (each framework names it its own way)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,9 @@ __all__ = [
     "Usage",
     "canonical",
     "check_rank_fields",
+    "clean_text",
+    "is_blank",
+    "require_sequence",
     "parse_batch",
     "parse_usage",
     "structured_document",
@@ -145,6 +149,40 @@ def structured_document(
     return doc
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Replace lone surrogates (text decoded with ``surrogateescape``) by U+FFFD: they
+    cannot be sent as UTF-8. The caller's objects keep their text; only what is sent changes."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _clean_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _clean_value(v) for k, v in value.items()}
+    return value
+
+
+def require_sequence(items: Any, what: str = "documents") -> list[Any]:
+    """``items`` as a list, or :class:`RerankInputError` (None, a string, a generator)."""
+    if items is None or isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise RerankInputError(
+            f"`{what}` must be a list (or another sequence), not {type(items).__name__}; "
+            "pass the retrieved candidates as a list."
+        )
+    return list(items)
+
+
+def is_blank(doc: Document) -> bool:
+    """A candidate with nothing to score: empty or whitespace-only text."""
+    return isinstance(doc, str) and not doc.strip()
+
+
 def _check_query(query: Any) -> str:
     if query is None:
         raise RerankInputError("`query` is missing: pass the user's question as a string.")
@@ -154,7 +192,7 @@ def _check_query(query: Any) -> str:
         raise RerankInputError(
             "`query` is empty or only whitespace: a reranker needs a question to rank against."
         )
-    return query
+    return clean_text(query)
 
 
 def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Document]:
@@ -163,7 +201,7 @@ def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Docu
             "`documents` must be a list of strings or of mappings (dicts), "
             f"not {type(documents).__name__}."
         )
-    docs = list(documents)
+    docs = [_clean_value(d) for d in documents]
     kinds = set()
     for i, doc in enumerate(docs):
         if isinstance(doc, str):

@@ -33,7 +33,7 @@ from pydantic import ConfigDict, Field, SecretStr
 
 from ._errors import RerankInputError
 from ._fields import UNSET, RerankFields
-from ._planning import RerankResults, structured_document
+from ._planning import RerankResults, require_sequence, structured_document
 
 __all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherCrossEncoder", "TogetherRerank"]
 
@@ -96,7 +96,7 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor, Serializable):
         self, documents: Sequence[RerankInput], rank_fields: Any, *, documents_only: bool = False
     ) -> list[Any]:
         out: list[Any] = []
-        for i, doc in enumerate(documents):
+        for i, doc in enumerate(require_sequence(documents)):
             if isinstance(doc, Document):
                 if rank_fields:
                     out.append(structured_document(rank_fields, doc.metadata, doc.page_content))

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._batching import CallPlan
 from ._errors import RerankInputError
 from ._fields import RerankFields
-from ._planning import RerankResults, structured_document
+from ._planning import RerankResults, require_sequence, structured_document
 
 __all__ = ["FALLBACK_KEY", "RETRIEVAL_SCORE_KEY", "USAGE_PAYLOAD_KEY", "TogetherRerank"]
 
@@ -96,6 +96,13 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
             raise RerankInputError(
                 "No query: call postprocess_nodes(nodes, query_str=...) or pass a QueryBundle."
             )
+        nodes = require_sequence(nodes, "nodes")
+        for i, n in enumerate(nodes):
+            if not isinstance(n, NodeWithScore):
+                raise RerankInputError(
+                    f"nodes[{i}] is a {type(n).__name__}; postprocessors take NodeWithScore "
+                    "objects: wrap it as NodeWithScore(node=..., score=...)."
+                )
         options = self._call_options()
         fields = options["rank_fields"]
         documents: list[Any] = [

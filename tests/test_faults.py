@@ -1,0 +1,738 @@
+"""Reliability on real sockets: hundreds of concurrent calls against a server that misbehaves.
+
+:class:`tests.faults.FaultServer` answers correctly (the embedded lexical scorer) except that
+up to 30% of requests get a fault: 429 with and without ``Retry-After``, 500/502/503/504,
+connection resets and closes, a body cut mid-transfer, hangs, truncated JSON, wrong indices.
+Calls go through the core and both adapters, sync (threads) and async (``asyncio.gather``).
+
+For every call the server's log says what each of its attempts got, so the outcome is
+predicted exactly: retried faults (429, 5xx, resets, hangs) are retried by the SDK up to
+``max_retries``; the typed error of the last attempt's fault is raised after the last one; a
+malformed 200 is never retried and raises :class:`MalformedResponseError`; a call whose last
+attempt was answered returns exactly the ranking ``lexical_scores`` gives. Each call also
+ends within ``timeout x (max_retries + 1)`` plus the SDK's backoff bound, leaves its inputs
+as they were, and the run leaks no thread, socket or task.
+
+Also: each fault alone on every attempt (exact error, attempt count, Retry-After honoured,
+`timeout` honoured), and ``on_error="fallback"`` under the same faults (the retrieval order,
+flagged, one WARNING per fallback, never an exception).
+
+Run with ``-s`` to see a one-line summary per test and one for the whole suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import together_rerank_plugins as trp
+from together_rerank_plugins import RerankClient
+from together_rerank_plugins.testing import lexical_scores
+
+from .conftest import TEST_KEY
+from .faults import (
+    DEFAULT_RATES,
+    FAULT_KINDS,
+    NO_FAULT,
+    NOT_RETRIED,
+    OK,
+    RETRIED,
+    FaultServer,
+    force,
+)
+
+pytestmark = pytest.mark.loopback
+
+TIMEOUT = 0.3  # seconds per attempt
+MAX_RETRIES = 2
+# The SDK's backoff before retry k (0-based) is at most min(1 s x 2**k, 10 s) (its jitter
+# only shortens it); the server's Retry-After values are 5 ms or 0 (which the SDK ignores).
+SLACK = 2.0  # scheduling on a loaded 2-core CI machine; a correctness bound, not a benchmark
+
+
+def deadline(max_retries: int) -> float:
+    """``timeout x (max_retries + 1)`` plus the SDK's backoff bound plus slack."""
+    backoff = sum(min(1.0 * 2**k, 10.0) for k in range(max_retries))
+    return TIMEOUT * (max_retries + 1) + backoff + SLACK
+
+
+DEADLINE = deadline(MAX_RETRIES)
+CALLS = 60  # per test: 6 tests, 360 calls
+FALLBACK_CALLS = 40  # per fallback test, half through each adapter
+WORKERS = 16  # threads for the sync tests
+FD_TOLERANCE = 0  # every pool is closed explicitly, so the count must come back exactly
+
+ERROR_FOR: dict[str, type[trp.RerankError]] = {
+    "429_retry_after_ms": trp.RateLimitError,
+    "429_retry_after_0": trp.RateLimitError,
+    "429_bare": trp.RateLimitError,
+    "500": trp.ServerError,
+    "502": trp.ServerError,
+    "503": trp.ServerError,
+    "504": trp.ServerError,
+    "reset": trp.RerankConnectionError,
+    "disconnect": trp.RerankConnectionError,
+    "cut_transfer": trp.RerankConnectionError,
+    "hang": trp.RerankTimeoutError,
+    "truncated_json": trp.MalformedResponseError,
+    "bad_index_range": trp.MalformedResponseError,
+    "bad_index_duplicate": trp.MalformedResponseError,
+}
+assert set(ERROR_FOR) == set(FAULT_KINDS)
+
+# -- the calls ----------------------------------------------------------------------------
+_WORDS = [
+    "river",
+    "bank",
+    "loan",
+    "interest",
+    "rate",
+    "mountain",
+    "trail",
+    "snow",
+    "winter",
+    "summer",
+    "coffee",
+    "tea",
+    "market",
+    "price",
+    "stock",
+    "bond",
+    "city",
+    "harbor",
+    "ship",
+    "train",
+    "station",
+    "music",
+    "guitar",
+    "piano",
+    "garden",
+    "rose",
+    "tree",
+    "forest",
+    "paper",
+    "book",
+    "library",
+]
+_FILLER = ["the", "a", "of", "in", "on", "with", "and", "for", "to", "is", "was", "by"]
+
+
+def _corpus() -> list[str]:
+    rng = random.Random(20261101)
+    sentences: set[str] = set()
+    while len(sentences) < 60:
+        words = rng.sample(_WORDS, rng.randint(2, 5)) + rng.sample(_FILLER, rng.randint(2, 4))
+        rng.shuffle(words)
+        sentences.add(" ".join(words).capitalize() + ".")
+    return sorted(sentences)
+
+
+CORPUS = _corpus()
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """One call: a query unique to it (the server's log is keyed by query) and candidates."""
+
+    label: str
+    n: int
+    query: str
+    texts: tuple[str, ...]
+    top_n: int | None
+
+    def expected(self) -> list[tuple[int, float]]:
+        """The ranking the lexical endpoint implies: best first, ties in input order."""
+        scores = lexical_scores(self.query, list(self.texts))
+        order = sorted(range(len(self.texts)), key=lambda i: (-scores[i], i))
+        if self.top_n is not None:
+            order = order[: self.top_n]
+        return [(i, scores[i]) for i in order]
+
+
+def make_specs(label: str, count: int) -> list[CallSpec]:
+    rng = random.Random(label)
+    specs = []
+    for n in range(count):
+        words = rng.sample(_WORDS, rng.randint(1, 3))
+        specs.append(
+            CallSpec(
+                label=label,
+                n=n,
+                query=" ".join([*words, f"ref{label.replace('-', '')}{n}"]),
+                texts=tuple(rng.sample(CORPUS, rng.randint(1, 20))),
+                top_n=rng.choice([None, 1, 3, 5, 50]),
+            )
+        )
+    return specs
+
+
+# -- the three ways in --------------------------------------------------------------------
+def _settings(base_url: str) -> dict[str, Any]:
+    return {
+        "api_key": TEST_KEY,
+        "base_url": base_url,
+        "timeout": TIMEOUT,
+        "max_retries": MAX_RETRIES,
+    }
+
+
+def warm_up_specs(top_ns: Any) -> list[CallSpec]:
+    """One fault-free call per instance, before the clock starts: a cold start (imports, SDK
+    clients) can hold an event loop longer than the 0.3 s timeout of the calls around it."""
+    return [CallSpec("warm", 0, f"warm {NO_FAULT}", ("warm up",), top_n) for top_n in top_ns]
+
+
+class CorePath:
+    name = "core"
+    top_ns: tuple[int | None, ...] = (None,)
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        self.client = RerankClient(**_settings(base_url), **options)
+
+    def build(self, spec: CallSpec) -> list[str]:
+        return list(spec.texts)
+
+    def run(self, spec: CallSpec, docs: list[str]) -> Any:
+        return self.client.rerank(spec.query, docs, top_n=spec.top_n)
+
+    async def arun(self, spec: CallSpec, docs: list[str]) -> Any:
+        return await self.client.arerank(spec.query, docs, top_n=spec.top_n)
+
+    def ranking(self, spec: CallSpec, docs: list[str], out: Any) -> list[tuple[int, float]]:
+        assert all(isinstance(r, trp.RerankResult) for r in out), out
+        return [(r.index, r.relevance_score) for r in out]
+
+    def flags(self, out: Any) -> list[tuple[int, bool]]:
+        return [(r.index, bool(getattr(out, "fallback", False))) for r in out]
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class LlamaIndexPath:
+    name = "llama_index"
+    top_ns: tuple[int | None, ...] = (None, 1, 3, 5, 50)
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        from together_rerank_plugins.llama_index import TogetherRerank
+
+        self.rerankers = {
+            top_n: TogetherRerank(top_n=top_n, **_settings(base_url), **options)
+            for top_n in self.top_ns
+        }
+
+    def build(self, spec: CallSpec) -> list[Any]:
+        from llama_index.core.schema import NodeWithScore, TextNode
+
+        return [
+            NodeWithScore(
+                node=TextNode(text=t, id_=f"c{spec.n}-{i}", metadata={"pos": i}),
+                score=round(1.0 - i / 100, 2),
+            )
+            for i, t in enumerate(spec.texts)
+        ]
+
+    def run(self, spec: CallSpec, nodes: list[Any]) -> Any:
+        return self.rerankers[spec.top_n].postprocess_nodes(nodes, query_str=spec.query)
+
+    async def arun(self, spec: CallSpec, nodes: list[Any]) -> Any:
+        return await self.rerankers[spec.top_n].apostprocess_nodes(nodes, query_str=spec.query)
+
+    def ranking(self, spec: CallSpec, nodes: list[Any], out: Any) -> list[tuple[int, float]]:
+        ranking = []
+        for item in out:
+            i = int(item.node.node_id.split("-")[1])
+            assert item.node.get_content() == spec.texts[i], "node text changed"
+            assert item.node.metadata["pos"] == i, "node metadata lost"
+            assert item.node is not nodes[i].node, "the caller's node was returned, not a copy"
+            ranking.append((i, item.score))
+        return ranking
+
+    def flags(self, out: Any) -> list[tuple[int, bool]]:
+        """(index, flagged as fallback) of each returned node; a fallback keeps the retrieval
+        score and the flag stays out of prompts."""
+        flags = []
+        for item in out:
+            i = int(item.node.node_id.split("-")[1])
+            flagged = item.node.metadata.get("rerank_fallback", False)
+            if flagged:
+                assert item.score == round(1.0 - i / 100, 2), "retrieval score not kept"
+                assert "rerank_fallback" in item.node.excluded_llm_metadata_keys
+            flags.append((i, flagged))
+        return flags
+
+    def close(self) -> None:
+        for r in self.rerankers.values():
+            r.client.close()
+
+    async def aclose(self) -> None:
+        for r in self.rerankers.values():
+            await r.client.aclose()
+
+
+class LangChainPath:
+    name = "langchain"
+    top_ns: tuple[int | None, ...] = (None, 1, 3, 5, 50)
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        from together_rerank_plugins.langchain import TogetherRerank
+
+        self.rerankers = {
+            top_n: TogetherRerank(top_n=top_n, **_settings(base_url), **options)
+            for top_n in self.top_ns
+        }
+
+    def build(self, spec: CallSpec) -> list[Any]:
+        from langchain_core.documents import Document
+
+        return [
+            Document(t, id=f"c{spec.n}-{i}", metadata={"pos": i}) for i, t in enumerate(spec.texts)
+        ]
+
+    def run(self, spec: CallSpec, docs: list[Any]) -> Any:
+        return self.rerankers[spec.top_n].compress_documents(docs, spec.query)
+
+    async def arun(self, spec: CallSpec, docs: list[Any]) -> Any:
+        return await self.rerankers[spec.top_n].acompress_documents(docs, spec.query)
+
+    def ranking(self, spec: CallSpec, docs: list[Any], out: Any) -> list[tuple[int, float]]:
+        ranking = []
+        for doc in out:
+            i = int(doc.id.split("-")[1])
+            assert doc.page_content == spec.texts[i], "page_content changed"
+            assert doc.metadata["pos"] == i, "metadata lost"
+            ranking.append((i, doc.metadata["relevance_score"]))
+        return ranking
+
+    def flags(self, out: Any) -> list[tuple[int, bool]]:
+        return [(int(d.id.split("-")[1]), d.metadata.get("rerank_fallback", False)) for d in out]
+
+    def close(self) -> None:
+        for r in self.rerankers.values():
+            r.client.close()
+
+    async def aclose(self) -> None:
+        for r in self.rerankers.values():
+            await r.client.aclose()
+
+
+Path = CorePath | LlamaIndexPath | LangChainPath
+PATHS = [CorePath, LlamaIndexPath, LangChainPath]
+
+
+# -- one call, its checks -----------------------------------------------------------------
+@dataclass
+class Outcome:
+    spec: CallSpec
+    ranking: list[tuple[int, float]] | None = None
+    flags: list[tuple[int, bool]] | None = None
+    error: BaseException | None = None
+    started: float = 0.0
+    elapsed: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def _finish(path: Path, out: Outcome, inputs: Any, before: Any, result: Any) -> Outcome:
+    if inputs != before:
+        out.problems.append("the caller's inputs were modified")
+    if out.error is None:
+        try:
+            out.flags = path.flags(result)
+            if not any(flagged for _, flagged in out.flags):
+                out.ranking = path.ranking(out.spec, inputs, result)
+        except AssertionError as exc:
+            out.problems.append(f"bad output objects: {exc}")
+    return out
+
+
+def call_sync(path: Path, spec: CallSpec) -> Outcome:
+    inputs = path.build(spec)
+    before = copy.deepcopy(inputs)
+    out, result = Outcome(spec), None
+    out.started = time.monotonic()
+    try:
+        result = path.run(spec, inputs)  # type: ignore[arg-type]
+    except Exception as exc:
+        out.error = exc
+    out.elapsed = time.monotonic() - out.started
+    return _finish(path, out, inputs, before, result)
+
+
+async def call_async(path: Path, spec: CallSpec) -> Outcome:
+    inputs = path.build(spec)
+    before = copy.deepcopy(inputs)
+    out, result = Outcome(spec), None
+    out.started = time.monotonic()
+    try:
+        result = await path.arun(spec, inputs)  # type: ignore[arg-type]
+    except Exception as exc:
+        out.error = exc
+    out.elapsed = time.monotonic() - out.started
+    return _finish(path, out, inputs, before, result)
+
+
+def warm_up(path: Path) -> None:
+    for spec in warm_up_specs(path.top_ns):
+        path.run(spec, path.build(spec))  # type: ignore[arg-type]
+
+
+async def awarm_up(path: Path) -> None:
+    for spec in warm_up_specs(path.top_ns):
+        await path.arun(spec, path.build(spec))  # type: ignore[arg-type]
+
+
+def predict(kinds: list[str]) -> tuple[str | type[trp.RerankError] | None, str | None]:
+    """What the client must do, given what each attempt got: OK, an error type, or a problem."""
+    if not kinds:
+        return None, "no request reached the server"
+    if len(kinds) > MAX_RETRIES + 1:
+        return None, f"{len(kinds)} attempts for max_retries={MAX_RETRIES}"
+    if any(k not in RETRIED for k in kinds[:-1]):
+        return None, "retried after an answer that must not be retried"
+    last = kinds[-1]
+    if last == OK:
+        return OK, None
+    if last in NOT_RETRIED:
+        return ERROR_FOR[last], None
+    if len(kinds) < MAX_RETRIES + 1:
+        return None, f"gave up after {len(kinds)} attempts, before max_retries={MAX_RETRIES}"
+    return ERROR_FOR[last], None
+
+
+@dataclass
+class Report:
+    label: str
+    calls: int = 0
+    requests: int = 0
+    wall: float = 0.0
+    injected: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    fallbacks: Counter[str] = field(default_factory=Counter)
+    correct: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: Report) -> None:
+        self.calls += other.calls
+        self.requests += other.requests
+        self.wall += other.wall
+        self.injected += other.injected
+        self.errors += other.errors
+        self.fallbacks += other.fallbacks
+        self.correct += other.correct
+
+    def line(self) -> str:
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(self.injected.items()))
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items()))
+        fallbacks = ", ".join(f"after {k} {v}" for k, v in sorted(self.fallbacks.items()))
+        return (
+            f"fault suite [{self.label}]: {self.calls} calls, {self.requests} requests, "
+            f"{sum(self.injected.values())} faults injected ({faults}); "
+            f"{self.correct} correct rankings, {sum(self.errors.values())} typed errors "
+            f"({errors})"
+            + (f", {sum(self.fallbacks.values())} fallbacks ({fallbacks})" if fallbacks else "")
+            + f"; {self.wall:.1f} s wall"
+        )
+
+
+def verify(
+    label: str,
+    outcomes: list[Outcome],
+    server: FaultServer,
+    wall: float,
+    *,
+    fallback: bool = False,
+) -> Report:
+    """Check each call against what the server's log says it must have got. With
+    ``fallback`` (``on_error="fallback"``) a failed call returns the retrieval order instead."""
+    report = Report(label, calls=len(outcomes), wall=wall)
+    report.injected = server.injected
+    report.requests = sum(len(server.attempts_for(o.spec.query)) for o in outcomes)
+    for o in outcomes:
+        kinds = server.attempts_for(o.spec.query)
+        timeline = ", ".join(
+            f"{a.kind} at {a.received - o.started:.2f} s"
+            + ("" if a.answered is None else f" answered in {a.answered - a.received:.3f} s")
+            for a in server.timeline_for(o.spec.query)
+        )
+        tag = f"{o.spec.label}#{o.spec.n} ({o.elapsed:.2f} s; attempts: {timeline})"
+        report.problems += [f"{tag}: {p}" for p in o.problems]
+        if o.elapsed > DEADLINE:
+            report.problems.append(f"{tag}: took longer than its {DEADLINE:.1f} s deadline")
+        expected, problem = predict(kinds)
+        if problem:
+            report.problems.append(f"{tag}: {problem}")
+        if o.error is not None:
+            if not isinstance(o.error, trp.RerankError):
+                report.problems.append(f"{tag}: untyped error {o.error!r}")
+                continue
+            report.errors[type(o.error).__name__] += 1
+            if fallback:
+                report.problems.append(f"{tag}: raised {o.error!r} despite on_error='fallback'")
+            elif expected is not None and type(o.error) is not expected:
+                report.problems.append(f"{tag}: raised {o.error!r}, expected {expected}")
+            continue
+        if any(flagged for _, flagged in o.flags or []):
+            cause = getattr(expected, "__name__", str(expected))
+            report.fallbacks[cause] += 1
+            retrieval_order = list(range(len(o.spec.texts)))[: o.spec.top_n]
+            if not fallback or expected in (OK, None):
+                report.problems.append(f"{tag}: fell back, expected {cause}")
+            elif o.flags != [(i, True) for i in retrieval_order]:
+                report.problems.append(f"{tag}: fallback is not the retrieval order: {o.flags}")
+            continue
+        ranking = o.ranking or []
+        indices = [i for i, _ in ranking]
+        if len(set(indices)) != len(indices):
+            report.problems.append(f"{tag}: a candidate is duplicated: {indices}")
+        if o.spec.top_n is None and sorted(indices) != list(range(len(o.spec.texts))):
+            report.problems.append(f"{tag}: a candidate is lost: {indices}")
+        if expected is not None and expected != OK:
+            report.problems.append(f"{tag}: returned a ranking, expected {expected}")
+        elif ranking != o.spec.expected():
+            report.problems.append(f"{tag}: wrong ranking {ranking} != {o.spec.expected()}")
+        else:
+            report.correct += 1
+    return report
+
+
+# -- resources ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Resources:
+    threads: int
+    fds: int
+
+    @staticmethod
+    def now() -> Resources:
+        fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1
+        return Resources(threading.active_count(), fds)
+
+
+def leaks(baseline: Resources) -> list[str]:
+    now = Resources.now()
+    found = []
+    if now.threads != baseline.threads:
+        names = sorted(t.name for t in threading.enumerate())
+        found.append(f"threads: {baseline.threads} before, {now.threads} after: {names}")
+    if baseline.fds >= 0 and now.fds > baseline.fds + FD_TOLERANCE:
+        targets = sorted(
+            os.readlink(f"/proc/self/fd/{fd}")
+            for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        )
+        found.append(f"fds: {baseline.fds} before, {now.fds} after: {targets}")
+    return found
+
+
+# -- fixtures -----------------------------------------------------------------------------
+@pytest.fixture
+def baseline() -> Resources:
+    """Threads and file descriptors before the server starts."""
+    return Resources.now()
+
+
+@pytest.fixture
+def fault_server(request: pytest.FixtureRequest, baseline: Resources) -> Iterator[FaultServer]:
+    """A running :class:`FaultServer` (rates: ``request.param`` or the 30% default). Tests
+    stop it themselves (that collects its log, and lets them check for leaks); stopping it
+    again here is a no-op, and ends it if the test failed first."""
+    rates = getattr(request, "param", DEFAULT_RATES)
+    server = FaultServer(rates, seed=request.node.name)  # a different draw per test
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def suite_total() -> Iterator[Report]:
+    """The raise-mode tests' figures, summed and printed once at the end of the module."""
+    total = Report("total")
+    yield total
+    if total.calls:
+        print(f"\n{total.line()}")
+
+
+def _conclude(
+    report: Report, server: FaultServer, baseline: Resources, suite_total: Report | None
+) -> None:
+    server.stop()
+    problems = report.problems + [f"leak: {leak}" for leak in leaks(baseline)]
+    if suite_total is not None:
+        suite_total.add(report)
+    print(f"\n{report.line()}")
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:25])
+    assert report.correct > report.calls // 2, "too few successes to mean anything"
+    assert sum(report.injected.values()) > 0, "no fault was injected"
+
+
+# -- the suite ----------------------------------------------------------------------------
+@pytest.mark.parametrize("path_cls", PATHS, ids=lambda c: c.name)
+def test_sync_calls_from_threads_under_faults(
+    path_cls: type[Path], fault_server: FaultServer, baseline: Resources, suite_total: Report
+) -> None:
+    path = path_cls(fault_server.base_url)
+    specs = make_specs(f"{path.name}-sync", CALLS)
+    warm_up(path)
+    start = time.monotonic()
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="fault-client") as pool:
+        outcomes = list(pool.map(lambda spec: call_sync(path, spec), specs))
+    wall = time.monotonic() - start
+    path.close()
+    fault_server.stop()
+    report = verify(f"{path.name} sync", outcomes, fault_server, wall)
+    _conclude(report, fault_server, baseline, suite_total)
+
+
+@pytest.mark.parametrize("path_cls", PATHS, ids=lambda c: c.name)
+def test_async_calls_gathered_under_faults(
+    path_cls: type[Path], fault_server: FaultServer, baseline: Resources, suite_total: Report
+) -> None:
+    path = path_cls(fault_server.base_url)
+    specs = make_specs(f"{path.name}-async", CALLS)
+
+    async def main() -> tuple[list[Outcome], int, set[asyncio.Task[Any]]]:
+        await awarm_up(path)
+        outcomes = await asyncio.gather(*(call_async(path, spec) for spec in specs))
+        threads = threading.active_count()
+        await path.aclose()
+        return list(outcomes), threads, asyncio.all_tasks() - {asyncio.current_task()}
+
+    start = time.monotonic()
+    outcomes, threads, tasks = asyncio.run(main())
+    wall = time.monotonic() - start
+    fault_server.stop()
+    report = verify(f"{path.name} async", outcomes, fault_server, wall)
+    if threads != baseline.threads:  # the async path never used a worker thread
+        report.problems.append(f"{threads - baseline.threads} threads used on the async path")
+    if tasks:
+        report.problems.append(f"tasks left behind: {tasks}")
+    _conclude(report, fault_server, baseline, suite_total)
+
+
+@pytest.mark.parametrize("fault_server", [{}], indirect=True)  # no random faults
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_each_fault_alone_gets_its_typed_error(
+    mode: str, fault_server: FaultServer, baseline: Resources
+) -> None:
+    """Every attempt of a call gets the same fault: the exact error, attempts and timing.
+    (``max_retries=1`` here: a non-default value is honoured, and the test takes half as long.)
+    """
+    retries = 1
+    client = RerankClient(**_settings(fault_server.base_url) | {"max_retries": retries})
+    docs = ["river bank", "coffee market", "snow trail"]
+    queries = {kind: f"coffee {force(kind)} only{mode}" for kind in FAULT_KINDS}
+    queries[OK] = f"coffee control{mode}"
+
+    def one(query: str) -> tuple[Any, float]:
+        start = time.monotonic()
+        try:
+            result: Any = client.rerank(query, docs)
+        except Exception as exc:
+            result = exc
+        return result, time.monotonic() - start
+
+    async def aone(query: str) -> tuple[Any, float]:
+        start = time.monotonic()
+        try:
+            result: Any = await client.arerank(query, docs)
+        except Exception as exc:
+            result = exc
+        return result, time.monotonic() - start
+
+    async def gather_all() -> list[tuple[Any, float]]:
+        try:
+            await client.arerank(f"warm {NO_FAULT}", docs)
+            return list(await asyncio.gather(*(aone(q) for q in queries.values())))
+        finally:
+            await client.aclose()
+
+    if mode == "sync":
+        client.rerank(f"warm {NO_FAULT}", docs)
+        with ThreadPoolExecutor(len(queries)) as pool:
+            outcomes = list(pool.map(one, queries.values()))
+        client.close()
+    else:
+        outcomes = asyncio.run(gather_all())
+    fault_server.stop()
+
+    problems = []
+    for (kind, query), (result, elapsed) in zip(queries.items(), outcomes, strict=True):
+        attempts = fault_server.attempts_for(query)
+        tag = f"{kind} ({attempts}, {elapsed:.2f} s)"
+        if kind == OK:
+            ok = [(r.index, r.relevance_score) for r in result]
+            if attempts != [OK] or ok != CallSpec("", 0, query, tuple(docs), None).expected():
+                problems.append(f"{tag}: control call wrong: {result!r}")
+            continue
+        want_attempts = retries + 1 if kind in RETRIED else 1
+        if attempts != [kind] * want_attempts:
+            problems.append(f"{tag}: expected {want_attempts} attempts")
+        if type(result) is not ERROR_FOR[kind]:
+            problems.append(f"{tag}: got {result!r}, expected {ERROR_FOR[kind].__name__}")
+        if elapsed > deadline(retries):
+            problems.append(f"{tag}: over the {deadline(retries):.1f} s deadline")
+        if kind == "hang" and elapsed < TIMEOUT * want_attempts * 0.95:
+            problems.append(f"{tag}: gave up before `timeout` on each attempt")
+        if kind in ("429_retry_after_ms", "503") and elapsed > 0.5:
+            # Retry-After of 5 ms honoured; the SDK's own backoff would take >= 0.75 s
+            problems.append(f"{tag}: Retry-After was not honoured")
+    assert not problems, "\n".join(problems)
+    assert not leaks(baseline), leaks(baseline)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fallback_mode_under_faults_returns_the_retrieval_order_flagged(
+    mode: str, fault_server: FaultServer, baseline: Resources, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``on_error="fallback"``: a call that fails after its retries returns the candidates in
+    retrieval order, cut to ``top_n`` and flagged, with one WARNING; every other call returns
+    its exact ranking, unflagged. Nothing raises (no 401 or 400 is injected)."""
+    caplog.set_level(logging.WARNING, logger="together_rerank_plugins")
+    paths: list[Path] = [
+        LlamaIndexPath(fault_server.base_url, on_error="fallback"),
+        LangChainPath(fault_server.base_url, on_error="fallback"),
+    ]
+    specs = make_specs(f"fallback-{mode}", FALLBACK_CALLS)
+    calls = [(paths[i % 2], spec) for i, spec in enumerate(specs)]
+
+    async def main() -> list[Outcome]:
+        for path in paths:
+            await awarm_up(path)
+        outcomes = await asyncio.gather(*(call_async(path, spec) for path, spec in calls))
+        for path in paths:
+            await path.aclose()
+        return list(outcomes)
+
+    start = time.monotonic()
+    if mode == "sync":
+        for path in paths:
+            warm_up(path)
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="fault-client") as pool:
+            outcomes = list(pool.map(lambda call: call_sync(*call), calls))
+        for path in paths:
+            path.close()
+    else:
+        outcomes = asyncio.run(main())
+    wall = time.monotonic() - start
+    fault_server.stop()
+    report = verify(f"fallback {mode}", outcomes, fault_server, wall, fallback=True)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    if len(warnings) != sum(report.fallbacks.values()):
+        report.problems.append(f"{len(warnings)} warnings for {report.fallbacks} fallbacks")
+    if not report.fallbacks:
+        report.problems.append("no call fell back: the test proves nothing")
+    _conclude(report, fault_server, baseline, None)
