@@ -110,6 +110,7 @@ class CallPlan:
         self._pieces: list[_Piece] = []
         self._requests: list[_Request] = []
         self._usage = Usage()
+        self._doc_budget: int | None = None
         self._variant = self._long_variant()
 
     # -- cache ---------------------------------------------------------------------------
@@ -148,12 +149,14 @@ class CallPlan:
         if self._requests:
             return [r.kwargs for r in self._requests]
         chunked = False
-        for u, doc in enumerate(self._uniques):
-            if u in self.scores:
-                continue
-            parts = self._fit(u, doc)
-            chunked = chunked or len(parts) > 1
-            self._pieces.extend(_Piece(u, p) for p in parts)
+        todo = [u for u in range(len(self._uniques)) if u not in self.scores]
+        if self._all_fit(todo):  # the common case: no document can be over budget
+            self._pieces.extend(_Piece(u, self._uniques[u]) for u in todo)
+        else:
+            for u in todo:
+                parts = self._fit(u, self._uniques[u])
+                chunked = chunked or len(parts) > 1
+                self._pieces.extend(_Piece(u, p) for p in parts)
         size = self.options.max_batch_size
         top_n = self.spec.top_n
         # top_n may be sent only when every unique document is one piece and nothing is
@@ -174,13 +177,34 @@ class CallPlan:
             self._requests.append(_Request(idx, req_top, kwargs))
         return [r.kwargs for r in self._requests]
 
-    def _fit(self, u: int, doc: Document) -> list[Document]:
+    def _budget(self) -> int | None:
+        """Tokens left for a document next to the query (None: no limit); counted once."""
         o = self.options
         if o.max_tokens_per_doc is None or o.count_tokens is None:
+            return None
+        if self._doc_budget is None:
+            self._doc_budget = (
+                o.max_tokens_per_doc - o.count_tokens(self.spec.query) - _FRAMING_TOKENS
+            )
+        return self._doc_budget
+
+    def _all_fit(self, todo: list[int]) -> bool:
+        """True when no document can be over budget, judged from lengths alone (the
+        built-in estimate never exceeds ``fast_upper_bound`` tokens per character)."""
+        budget = self._budget()
+        if budget is None:
+            return True
+        bound = self.options.fast_upper_bound
+        longest = max((len(self._canon[u]) for u in todo), default=0)
+        return bool(bound) and budget >= _MIN_DOC_TOKENS and longest * bound + 1 <= budget
+
+    def _fit(self, u: int, doc: Document) -> list[Document]:
+        o = self.options
+        budget = self._budget()
+        if budget is None or o.count_tokens is None:
             return [doc]
         count = o.count_tokens
         text = self._canon[u]
-        budget = o.max_tokens_per_doc - count(self.spec.query) - _FRAMING_TOKENS
         if o.fast_upper_bound and len(text) * o.fast_upper_bound + 1 <= budget:
             return [doc]  # cannot be over budget: skip counting
         if budget < _MIN_DOC_TOKENS:

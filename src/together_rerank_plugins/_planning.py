@@ -155,7 +155,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def clean_text(text: str) -> str:
     """Replace lone surrogates (text decoded with ``surrogateescape``) by U+FFFD: they
     cannot be sent as UTF-8. The caller's objects keep their text; only what is sent changes."""
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+    if text.isascii() or not _SURROGATE.search(text):  # isascii: a fast C scan
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _clean_value(value: Any) -> Any:
@@ -201,6 +203,13 @@ def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Docu
             "`documents` must be a list of strings or of mappings (dicts), "
             f"not {type(documents).__name__}."
         )
+    if all(type(d) is str for d in documents):  # the common case, checked in one pass
+        docs: list[Document] = [clean_text(d) for d in documents]
+        if rank_fields:
+            raise RerankInputError(
+                "`rank_fields` only applies to mapping documents; drop it or pass dicts."
+            )
+        return docs
     docs = [_clean_value(d) for d in documents]
     kinds = set()
     for i, doc in enumerate(docs):

@@ -22,7 +22,13 @@ try:
     from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.schema import (
+        BaseNode,
+        MetadataMode,
+        NodeWithScore,
+        QueryBundle,
+        TextNode,
+    )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "together_rerank_plugins.llama_index needs llama-index-core: run "
@@ -108,10 +114,17 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         documents: list[Any] = [
             structured_document(fields, n.node.metadata, n.node.get_content(MetadataMode.NONE))
             if fields
-            else n.node.get_content(metadata_mode=self.metadata_mode)
+            else self._text(n.node)
             for n in nodes
         ]
         return self._client.plan(query_bundle.query_str, documents, **options)
+
+    def _text(self, node: BaseNode) -> str:
+        """``node.get_content(metadata_mode)``; a plain TextNode without metadata is its
+        text (what get_content returns then, without building an empty metadata string)."""
+        if type(node) is TextNode and not node.metadata:
+            return node.text
+        return node.get_content(metadata_mode=self.metadata_mode)
 
     @staticmethod
     def _rebuild(nodes: list[NodeWithScore], results: RerankResults) -> list[NodeWithScore]:

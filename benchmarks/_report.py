@@ -1,0 +1,222 @@
+"""The table (terminal and Markdown), the machine facts, and ``docs/performance.md``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from _harness import Row
+
+PACKAGES = [
+    "together-rerank-plugins",
+    "together",
+    "httpx",
+    "httpcore",
+    "pydantic",
+    "llama-index-core",
+    "langchain-core",
+]
+
+
+def machine_facts(
+    repo: Path, load_start: tuple[float, ...], elapsed: float, quick: bool
+) -> list[str]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    try:
+        rev = (
+            subprocess.run(
+                ["git", "-C", str(repo), "describe", "--always", "--dirty"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        rev = "unknown"
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else ()
+    load = (
+        f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end (1-minute load average)"
+        if load_start and load_end
+        else "unknown"
+    )
+    return [
+        f"date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        f"{' (--quick run)' if quick else ''}",
+        f"machine: {os.cpu_count()} cores ({usable} usable), {cpu}; {platform.platform()}",
+        f"load: {load}",
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"{sys.executable}",
+        "packages: " + ", ".join(f"{p} {version(p)}" for p in PACKAGES),
+        f"source: git {rev}",
+        f"run time: {elapsed:.0f} s",
+    ]
+
+
+def table(rows: list[Row]) -> tuple[str, list[str]]:
+    """A Markdown table (readable as plain text) and its numbered notes."""
+    header = [
+        "benchmark",
+        "measured (median [min-max], n)",
+        "reference",
+        "ratio",
+        "target",
+        "result",
+    ]
+    notes: list[str] = []
+    body = []
+    for row in rows:
+        marks = []
+        for note in row.notes:
+            notes.append(note)
+            marks.append(f"[{len(notes)}]")
+        name = row.benchmark + (" " + "".join(marks) if marks else "")
+        body.append([name, row.measured, row.reference, row.ratio, row.target, row.verdict])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in body]
+    return "\n".join(out), [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+
+
+def verdict(rows: list[Row]) -> list[str]:
+    judged = [r for r in rows if r.ok is not None]
+    failed = [r for r in judged if not r.ok]
+    lines = [f"{len(judged) - len(failed)} of {len(judged)} targets met."]
+    for r in failed:
+        lines.append(
+            f"MISSED: {r.benchmark}: {r.ratio} (target {r.target}); measured {r.measured}, "
+            f"reference {r.reference}."
+        )
+    return lines
+
+
+DOC_HEAD = """\
+# Performance
+
+Benchmarks of the speed and scale work (issue 3), measured against a loopback server with a
+set latency and a per-request document cap. Every figure below comes from one run of the
+command below on the machine described; **ratios are measured side by side in the same run**,
+with the variants interleaved, so they are comparable even though absolute times are not.
+
+## Run it
+
+```bash
+pip install -e ".[all]"          # the package with both adapters (no other dependency)
+python benchmarks/run.py          # about 2-3 minutes; prints the table, rewrites this file
+python benchmarks/run.py --quick  # about a minute: a smoke run (prints only; --write keeps it)
+python benchmarks/run.py --only async,batching   # some sections: cache, overhead, async,
+                                                  # batching, imports
+```
+
+The command starts its own server (`benchmarks/_server.py`, asyncio, in a separate process so
+it never competes with the client for the GIL) on 127.0.0.1 only, with one port per profile:
+
+| profile | latency | documents per request | used by |
+|---|---|---|---|
+| `async` | 200 ms | 1,024 | 64 concurrent async reranks |
+| `capped` | 200 ms | 100 (more: HTTP 400) | batching 1,000 documents |
+| `zero` | 0 | 1,024 | client overhead |
+| `count` | 0 | 1,024 | cache and dedupe (documents and tokens counted) |
+
+The latency is the server's whole time per request (its own work included), as an
+`asyncio.sleep`, so it holds hundreds of waiting requests without a thread each. The server
+stops when the run ends (its standard input closes), or by itself after 10 minutes.
+
+## Read it
+
+- **ratio**: ours divided by the reference in the same row (for batching vs sequential:
+  sequential divided by ours, i.e. how many times faster). `info` rows have no target; they
+  are there to explain the others (the peers' thread-pool design, the SDK's own floor).
+- **measured**: median, then [min-max] and the number of repetitions. Medians are compared.
+- The machine is **shared and noisy** (2 cores, other jobs running): absolute times move by
+  2x between runs, and even medians of interleaved runs move by ±10%. Targets near their
+  limit can flip between runs; the numbered notes give the figures that explain a result
+  (server-side counts, CPU time, a minimum-based ratio).
+- What each section does and why is in the docstring of its module in `benchmarks/`.
+
+"""
+
+DOC_METHOD = """\
+## What is measured
+
+- **async x64** (`bench_async.py`): 64 concurrent calls of 20 documents on one event loop,
+  `top_n=5`, 200 ms latency, variants interleaved round by round after a warm-up round each.
+  The limit is the same 64 calls made with `together.AsyncTogether(...).rerank.create`. The
+  "default thread path" row is our LlamaIndex postprocessor with `_apostprocess_nodes`
+  replaced by `BaseNodePostprocessor._apostprocess_nodes` (`asyncio.to_thread`), which is what
+  the peers' rerankers run: the default executor has `min(32, cores + 4)` = 6 threads here,
+  so 64 calls take about 11 round trips (the server's peak in-flight count shows it).
+- **batching** (`bench_batching.py`): one call of 1,000 documents, `max_batch_size=100`,
+  against a server that rejects more than 100 per request; `max_concurrency=8` (default)
+  against `max_concurrency=1`; sync (threads) and async (tasks). The ideal is
+  `ceil(10 / 8) = 2` round trips, 400 ms. The bare-SDK row sends the same 10 requests 8 at a
+  time with no planning at all: the floor this machine allows.
+- **overhead** (`bench_overhead.py`): one sync call of 100 documents, zero latency, every
+  variant called in turn, hundreds of times; medians. The bare SDK call parses the response
+  into its pydantic model; ours parse JSON and validate it.
+- **imports** (`bench_imports.py`): a new interpreter per measurement, the four commands
+  interleaved; wall clock of the whole process (interpreter start-up included, for both
+  sides). `-X importtime` lists what the adapter adds over the framework's module. Our
+  modules may write their bytecode, as `pip install` compiles it for an installed package
+  (with `PYTHONDONTWRITEBYTECODE=1`, as set here, an editable checkout would recompile them
+  from source on every import: about 20 ms more, unlike the frameworks' installed modules).
+- **cache and dedupe** (`bench_cache.py`): counted by the server (documents received,
+  tokens billed in `usage`) and by the client (`RerankResults.documents_sent`,
+  `cache_hits`, `duplicates`).
+
+## When a target is missed
+
+The run says so (`MISSED: ...` above, exit status 1); nothing is retried or filtered until it
+passes. To find out whether the miss is the machine or the code, compare with the rows
+marked `info` (the bare SDK's floor, CPU time, other estimators in the notes), then profile:
+
+```bash
+python benchmarks/profile_call.py llama_index            # one adapter's sync call, cProfile
+python benchmarks/profile_call.py sdk                    # the bare SDK, to compare
+python benchmarks/profile_call.py core --docs 1000 --sort tottime
+```
+
+These are benchmarks, not tests: the test suite checks the behaviour behind them (requests
+sent, documents counted, no thread on the async path), never wall-clock time.
+"""
+
+
+def write_doc(path: Path, rows: list[Row], facts: list[str], argv: list[str]) -> None:
+    text, notes = table(rows)
+    parts = [
+        DOC_HEAD,
+        "## Results\n\n",
+        "Command: `python " + " ".join(["benchmarks/run.py", *argv]).strip() + "`\n\n",
+        "\n".join(f"- {f}" for f in facts) + "\n\n",
+        text + "\n\n",
+        "\n".join(f"{n}  " for n in notes) + "\n\n",
+        "\n".join(f"**{v}**" if v.startswith("MISSED") else v for v in verdict(rows)) + "\n\n",
+        DOC_METHOD,
+    ]
+    path.write_text("".join(parts), encoding="utf-8")
