@@ -45,7 +45,23 @@ FALLBACK_KEY = "rerank_fallback"
 RerankInput = str | Document | Mapping[str, Any]
 
 
-class TogetherRerank(RerankFields, BaseDocumentCompressor, Serializable):
+class _LangChainFields(RerankFields):
+    """The shared fields, with the key under LangChain's customary name (alias ``api_key``)
+    and LangChain's partner-package conventions: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+
+    together_api_key: SecretStr | None = Field(
+        default=None,
+        alias="api_key",
+        exclude=True,
+        description="Together API key (default: env TOGETHER_API_KEY). Never serialized.",
+    )
+
+    _KEY_FIELD: ClassVar[str] = "together_api_key"
+
+
+class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
     """Rerank documents with a Together rerank model (LlamaRank by default); keep ``top_n``.
 
     Returns copies of the best documents (``Document.model_copy``), so ``id`` and metadata are
@@ -67,16 +83,8 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor, Serializable):
         ['Paris is the capital of France']
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
-
-    together_api_key: SecretStr | None = Field(
-        default=None,
-        alias="api_key",
-        exclude=True,
-        description="Together API key (default: env TOGETHER_API_KEY). Never serialized.",
-    )
-
-    _KEY_FIELD: ClassVar[str] = "together_api_key"
+    # restated: Serializable's config (extra="ignore") would otherwise win
+    model_config = _LangChainFields.model_config
 
     # -- LangChain serialization (dumpd / load): the key is a secret reference, never a value
     @classmethod
@@ -231,7 +239,7 @@ class TogetherRerank(RerankFields, BaseDocumentCompressor, Serializable):
         return out
 
 
-class TogetherCrossEncoder(RerankFields, BaseCrossEncoder):
+class TogetherCrossEncoder(_LangChainFields, BaseCrossEncoder):
     """A LangChain ``BaseCrossEncoder`` backed by Together rerank, for ``CrossEncoderReranker``
     and any other code built on cross-encoders.
 
@@ -247,16 +255,7 @@ class TogetherCrossEncoder(RerankFields, BaseCrossEncoder):
         [0.0, 1.0]
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
-
     top_n: int | None = Field(default=None, description="Unused: every pair gets a score.")
-    together_api_key: SecretStr | None = Field(
-        default=None,
-        alias="api_key",
-        exclude=True,
-        description="Together API key (default: env TOGETHER_API_KEY). Never serialized.",
-    )
-    _KEY_FIELD: ClassVar[str] = "together_api_key"
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
         """Score each ``(query, document)`` pair."""
