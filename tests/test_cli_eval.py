@@ -16,7 +16,7 @@ from typing import Any
 import ir_measures
 import pytest
 
-from together_rerank_plugins import RerankClient, RerankResult, cli
+from together_rerank_plugins import RerankClient, RerankResult, RerankResults, Usage, cli
 from together_rerank_plugins.cli import _eval
 from together_rerank_plugins.cli._common import Mode
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
@@ -223,17 +223,15 @@ def test_eval_usage_errors(
 def test_tokens_are_summed_from_results_usage() -> None:
     """When the client reports ``usage`` on its results, the sweep sums it per count."""
 
-    class Usage:
-        prompt_tokens = 7
-        total_tokens = 7
-
-    class Results(list[RerankResult]):
-        usage = Usage()
-
     class Client:
-        async def arerank(self, query: str, documents: list[str], **_: Any) -> Results:
+        async def arerank(self, query: str, documents: list[str], **_: Any) -> RerankResults:
             await asyncio.sleep(0)
-            return Results(RerankResult(i, 1.0 / (i + 1)) for i in range(len(documents)))
+            return RerankResults(
+                [RerankResult(i, 1.0 / (i + 1)) for i in range(len(documents))],
+                usage=Usage(prompt_tokens=7, total_tokens=7),
+                requests=1,
+                documents_sent=len(documents),
+            )
 
         async def aclose(self) -> None:
             return

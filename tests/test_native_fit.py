@@ -121,15 +121,28 @@ def test_langchain_dumpd_and_load_round_trip_without_the_key() -> None:
 # -- pickling ------------------------------------------------------------------------------
 @pytest.mark.parametrize("cls", [LIRerank, LCRerank, TogetherCrossEncoder])
 def test_pickle_round_trips_without_the_key(cls: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    top_n = None if cls is TogetherCrossEncoder else 2  # the encoder scores every pair
     original = cls(
-        api_key=TEST_KEY, top_n=2, model="my-org/reranker", transport=LexicalRerankEndpoint()
+        api_key=TEST_KEY, top_n=top_n, model="my-org/reranker", transport=LexicalRerankEndpoint()
     )
     blob = pickle.dumps(original)
     assert TEST_KEY.encode() not in blob
     monkeypatch.setenv("TOGETHER_API_KEY", "key-from-the-environment")
     again = pickle.loads(blob)
-    assert (again.top_n, again.model) == (2, "my-org/reranker")
+    assert (again.top_n, again.model) == (top_n, "my-org/reranker")
     assert again.client is not original.client  # rebuilt, not shared
+
+
+def test_cross_encoder_refuses_options_it_cannot_apply() -> None:
+    for bad in ({"top_n": 3}, {"score_threshold": 0.5}, {"on_error": "fallback"}):
+        with pytest.raises(RerankConfigError, match="CrossEncoderReranker"):
+            TogetherCrossEncoder(api_key=TEST_KEY, **bad)
+
+
+def test_cross_encoder_scores_copies_alike_even_with_surrogates() -> None:
+    encoder = TogetherCrossEncoder(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    a, b = "caf\udc80 a", "caf\udc81 a"  # distinct as given, identical as sent (U+FFFD)
+    assert encoder.score([("a", a), ("a", b)]) == [1.0, 1.0]
 
 
 def test_unpickling_without_a_key_says_where_to_put_it() -> None:

@@ -47,7 +47,8 @@ from ._planning import (
 
 __all__ = ["CallPlan", "PlanOptions"]
 
-#: the score of a candidate with no text (empty or whitespace): it is not sent
+#: the score of a candidate with no text (empty or whitespace; it is not sent), or the
+#: lowest score of the call if that is lower
 BLANK_SCORE = 0.0
 #: tokens reserved for the model's own framing of (query, document)
 _FRAMING_TOKENS = 16
@@ -92,7 +93,8 @@ class CallPlan:
         seen: dict[str, int] = {}
         self._canon: list[str] = []
         for i, doc in enumerate(spec.documents):
-            text = canonical(doc)
+            # blanks are never sent, so never merged: each keeps its place in the answer
+            text = f"\0blank:{i}" if is_blank(doc) else canonical(doc)
             u = seen.get(text)
             if u is None:
                 u = seen[text] = len(self._uniques)
@@ -101,10 +103,8 @@ class CallPlan:
                 self._first_of.append(i)
             self._unique_of.append(u)
         self.scores: dict[int, float] = {}
-        # nothing to score: never sent, returned after every scored candidate at 0.0
+        # nothing to score: never sent, returned after every scored candidate
         self._blank = {u for u, doc in enumerate(self._uniques) if is_blank(doc)}
-        for u in self._blank:
-            self.scores[u] = BLANK_SCORE
         self.cache_hits = 0
         self._fresh: set[int] = set()
         self._pieces: list[_Piece] = []
@@ -149,7 +149,9 @@ class CallPlan:
         if self._requests:
             return [r.kwargs for r in self._requests]
         chunked = False
-        todo = [u for u in range(len(self._uniques)) if u not in self.scores]
+        todo = [
+            u for u in range(len(self._uniques)) if u not in self.scores and u not in self._blank
+        ]
         if self._all_fit(todo):  # the common case: no document can be over budget
             self._pieces.extend(_Piece(u, self._uniques[u]) for u in todo)
         else:
@@ -280,11 +282,14 @@ class CallPlan:
                 continue
             score = self.scores.get(u)
             if u in self._blank:
-                blank.append(RerankResult(i, BLANK_SCORE))
+                blank.append(i)
             elif score is not None:
                 ranked.append(RerankResult(i, score))
         ranked.sort(key=lambda r: (-r.relevance_score, r.index))
-        ranked.extend(blank)  # input order, after every scored candidate
+        # blanks: input order, after every scored candidate, at 0.0 or below the lowest
+        # score (a server may answer negative scores), so the ranking stays sorted
+        floor = min([BLANK_SCORE, *(r.relevance_score for r in ranked)])
+        ranked.extend(RerankResult(i, floor) for i in blank)
         if self.spec.top_n is not None:
             ranked = ranked[: self.spec.top_n]
         if self.spec.score_threshold is not None:
@@ -297,6 +302,12 @@ class CallPlan:
             cache_hits=self.cache_hits,
             duplicates=len(self._unique_of) - len(self._uniques),
         )
+
+    def position_scores(self) -> list[float]:
+        """One score per input position (copies share theirs); for a call planned with
+        neither ``top_n`` nor ``score_threshold``."""
+        scores = {r.index: r.relevance_score for r in self.results()}
+        return [scores[self._first_of[u]] for u in self._unique_of]
 
     def fallback(self, error: Any) -> RerankResults:
         """The candidates in retrieval order, cut to ``top_n`` (scores unknown: NaN)."""

@@ -13,6 +13,7 @@ adapter also accepts its framework's own store (a LlamaIndex ``BaseKVStore``, a 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
@@ -171,7 +172,10 @@ class KVScoreStore:
         self.store.put_all([(k, {"score": v}) for k, v in items], collection=self.collection)
 
     async def amget(self, keys: Sequence[str]) -> list[float | None]:
-        return [self._score(await self.store.aget(k, collection=self.collection)) for k in keys]
+        values = await asyncio.gather(
+            *(self.store.aget(k, collection=self.collection) for k in keys)
+        )
+        return [self._score(v) for v in values]
 
     async def amset(self, items: Sequence[tuple[str, float]]) -> None:
         pairs = [(k, {"score": v}) for k, v in items]

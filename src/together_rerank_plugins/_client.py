@@ -29,6 +29,7 @@ from ._config import (
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    EndpointNotFoundError,
     RerankConfigError,
     RerankError,
     RerankInputError,
@@ -45,7 +46,14 @@ __all__ = ["RerankClient"]
 logger = logging.getLogger("together_rerank_plugins")
 
 #: errors that fallback never masks: they are the caller's to fix, not the service's
-_NEVER_MASKED = (AuthenticationError, BadRequestError, RerankConfigError, RerankInputError)
+#: (a wrong key, a bad request, a model or endpoint that does not exist, no credit)
+_NEVER_MASKED = (
+    AuthenticationError,
+    BadRequestError,
+    EndpointNotFoundError,
+    RerankConfigError,
+    RerankInputError,
+)
 ON_ERROR = ("raise", "fallback")
 
 
@@ -93,8 +101,9 @@ class RerankClient:
 
     Failure: ``on_error="raise"`` (default) raises a typed :class:`RerankError`;
     ``"fallback"`` logs a WARNING and returns the candidates in their original order cut to
-    ``top_n`` (``results.fallback`` is True, scores are NaN) — except for authentication
-    and bad-request errors, which always raise.
+    ``top_n`` (``results.fallback`` is True, scores are NaN) — except for errors that need
+    a fix rather than a retry later (authentication, bad request, unknown model or
+    endpoint, no credit), which always raise.
 
     ``transport`` (an ``httpx`` transport such as ``httpx.MockTransport`` or
     :class:`together_rerank_plugins.testing.LexicalRerankEndpoint`) replaces the network for
@@ -142,6 +151,15 @@ class RerankClient:
             )
         if on_error not in ON_ERROR:
             raise RerankConfigError(f"`on_error` must be one of {ON_ERROR}; got {on_error!r}.")
+        if transport is not None and not (
+            callable(getattr(transport, "handle_request", None))
+            and callable(getattr(transport, "handle_async_request", None))
+        ):
+            raise RerankConfigError(
+                "`transport` serves both the sync and the async client, so it needs "
+                "handle_request and handle_async_request (httpx.MockTransport, "
+                "LexicalRerankEndpoint); for a real network use `base_url` instead."
+            )
         if tokenizer is not None and not callable(tokenizer):
             raise RerankConfigError("`tokenizer` must be a function str -> token count.")
         self.max_batch_size = positive_int(
@@ -183,6 +201,12 @@ class RerankClient:
             f"max_retries={s.max_retries!r}, max_batch_size={self.max_batch_size}, "
             f"max_concurrency={self.max_concurrency}, on_error={self.on_error!r})"
         )
+
+    def __copy__(self) -> RerankClient:
+        return self  # immutable configuration, thread-safe: copies share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RerankClient:
+        return self
 
     def __reduce__(self) -> Any:
         raise TypeError(
@@ -254,7 +278,11 @@ class RerankClient:
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
-        if self.on_error != "fallback" or isinstance(error, _NEVER_MASKED):
+        if (
+            self.on_error != "fallback"
+            or isinstance(error, _NEVER_MASKED)
+            or getattr(error, "status_code", None) == 402
+        ):
             raise error
         logger.warning(
             "Rerank failed; returning %d candidates in retrieval order (on_error='fallback'): "
@@ -311,6 +339,17 @@ class RerankClient:
         if fresh:
             self.cache.mset(fresh)  # type: ignore[union-attr]
         return plan.results()
+
+    def score(self, query: str, documents: Sequence[Document]) -> list[float]:
+        """One relevance score per document, in input order (identical documents share
+        theirs): what cross-encoder interfaces need. It never falls back: with no scores
+        to give, the error is raised whatever ``on_error`` says."""
+        plan = self.plan(query, documents)
+        results = self.execute(plan)
+        if results.fallback:
+            assert results.error is not None
+            raise results.error
+        return plan.position_scores()
 
     def _send_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
         failed = threading.Event()

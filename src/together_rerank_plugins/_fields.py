@@ -8,6 +8,7 @@ a dependency of the ``together`` SDK.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError
@@ -142,6 +143,15 @@ class RerankFields(BaseModel):
         state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k not in drop}
         state["__pydantic_private__"] = None
         return state
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """Deep-copy the configuration; share the client, transport, cache and tokenizer
+        (they hold connections, locks or stores that a copy must not duplicate)."""
+        clone = self.model_copy()  # shallow: shares the private client
+        for name, value in self.__dict__.items():
+            if name not in self._NOT_PICKLED:
+                clone.__dict__[name] = copy.deepcopy(value, memo)
+        return clone
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Rebuild through ``__init__``, so the client is recreated and validated."""

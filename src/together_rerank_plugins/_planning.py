@@ -19,6 +19,7 @@ from ._config import validate_score_threshold, validate_top_n
 from ._errors import MalformedResponseError, RerankError, RerankInputError
 
 __all__ = [
+    "FALLBACK_KEY",
     "CallSpec",
     "Document",
     "RerankResult",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 Document = str | Mapping[str, Any]
+
+#: Metadata key both adapters set to True on results of an ``on_error="fallback"`` answer
+#: (the retrieval order, kept because reranking failed).
+FALLBACK_KEY = "rerank_fallback"
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,12 +92,12 @@ class SDKClients:
         # The SDK's first async request computes its platform headers in a worker thread
         # (`asyncify(get_platform)`); give it the value (computed once per process, a few
         # microseconds of reading /etc/os-release) so the async path never starts a thread.
-        client._platform = _sdk_platform()
+        platform = _sdk_platform()
+        if platform is not None:
+            client._platform = platform
         closer = _close_at_loop_shutdown(client, weakref.ref(self))
+        # no await since the lookup above: no other task of this loop can have raced us
         with self._lock:
-            entry = self._async.get(loop)
-            if entry is not None:  # another task of this loop won the race: use its client
-                return entry[0]
             for old in [lp for lp in self._async if lp.is_closed()]:
                 del self._async[old]
             self._async[loop] = (client, closer)
@@ -166,9 +166,14 @@ class SDKClients:
 
 @functools.cache
 def _sdk_platform() -> Any:
-    from together._base_client import get_platform
+    """The SDK's platform header value; None if a future SDK moved it (then the SDK
+    computes it itself, in a worker thread, once per event loop)."""
+    try:
+        from together._base_client import get_platform
 
-    return get_platform()
+        return get_platform()
+    except (ImportError, AttributeError):
+        return None
 
 
 async def _close_at_loop_shutdown(

@@ -31,16 +31,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from pydantic import ConfigDict, Field, SecretStr
 
-from ._errors import RerankInputError
+from ._errors import RerankConfigError, RerankInputError
 from ._fields import UNSET, RerankFields
-from ._planning import RerankResults, require_sequence, structured_document
+from ._planning import FALLBACK_KEY, RerankResults, require_sequence, structured_document
 
 __all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherCrossEncoder", "TogetherRerank"]
 
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
-#: Metadata key set to True when ``on_error="fallback"`` kept the retrieval order.
-FALLBACK_KEY = "rerank_fallback"
 
 RerankInput = str | Document | Mapping[str, Any]
 
@@ -169,7 +167,7 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
         results = self._client.rerank(
             query, self._payload(documents, options["rank_fields"]), **options
         )
-        return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
+        return _as_dicts(results)
 
     async def arerank(
         self,
@@ -184,7 +182,7 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
         results = await self._client.arerank(
             query, self._payload(documents, options["rank_fields"]), **options
         )
-        return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
+        return _as_dicts(results)
 
     def compress_documents(
         self,
@@ -257,16 +255,34 @@ class TogetherCrossEncoder(_LangChainFields, BaseCrossEncoder):
 
     top_n: int | None = Field(default=None, description="Unused: every pair gets a score.")
 
+    def _init_client(self, api_key: Any) -> None:
+        unused = [
+            name
+            for name in ("top_n", "score_threshold", "rank_fields")
+            if getattr(self, name) is not None
+        ]
+        if unused or self.on_error != "raise":
+            raise RerankConfigError(
+                f"TogetherCrossEncoder scores every pair, so {unused or ['on_error']} cannot "
+                "apply; set them on CrossEncoderReranker or use TogetherRerank instead."
+            )
+        super()._init_client(api_key)
+
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
         """Score each ``(query, document)`` pair."""
         scores: list[float] = [0.0] * len(text_pairs)
         for query, positions in _group_by_query(text_pairs).items():
             docs = [text_pairs[i][1] for i in positions]
-            results = self._client.rerank(query, docs, top_n=None)
-            by_text = {docs[r.index]: r.relevance_score for r in results}  # shared by copies
-            for i, doc in zip(positions, docs, strict=True):
-                scores[i] = by_text[doc]
+            for i, score in zip(positions, self._client.score(query, docs), strict=True):
+                scores[i] = score
         return scores
+
+
+def _as_dicts(results: RerankResults) -> list[dict[str, Any]]:
+    """langchain-cohere's shape; a fallback answer says so instead of carrying NaN scores."""
+    if results.fallback:
+        return [{"index": r.index, "relevance_score": None, FALLBACK_KEY: True} for r in results]
+    return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
 
 
 def _group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:

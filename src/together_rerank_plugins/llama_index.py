@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._batching import CallPlan
 from ._errors import RerankInputError
 from ._fields import RerankFields
-from ._planning import RerankResults, require_sequence, structured_document
+from ._planning import FALLBACK_KEY, RerankResults, require_sequence, structured_document
 
 __all__ = ["FALLBACK_KEY", "RETRIEVAL_SCORE_KEY", "USAGE_PAYLOAD_KEY", "TogetherRerank"]
 
@@ -47,8 +47,6 @@ dispatcher = get_dispatcher(__name__)
 #: Node metadata key that keeps the first-stage (retrieval) score. It is excluded from the
 #: text LlamaIndex shows the LLM and the embedder, so it never leaks into a prompt.
 RETRIEVAL_SCORE_KEY = "retrieval_score"
-#: Node metadata key set to True when ``on_error="fallback"`` kept the retrieval order.
-FALLBACK_KEY = "rerank_fallback"
 #: Key of the token usage (a :class:`together_rerank_plugins.Usage`) in the RERANKING
 #: callback event's end payload.
 USAGE_PAYLOAD_KEY = "usage"

@@ -205,13 +205,13 @@ class Mode:
         }
 
 
-def make_client(args: argparse.Namespace) -> tuple[RerankClient, Mode]:
+def make_client(args: argparse.Namespace, **options: Any) -> tuple[RerankClient, Mode]:
     """Build the client the flags ask for, and the mode line that says what it talks to.
 
     Raises :class:`UsageError` without ``--offline`` and without any key, and for flags that
     make no sense offline; :class:`RerankError` for a configuration the library rejects.
     """
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(options)
     if args.timeout is not None:
         kwargs["timeout"] = args.timeout
     if args.max_retries is not None:

@@ -364,13 +364,14 @@ async def _rerank_sweep(
     """For each count: reranked top-c per query, tokens (None if unreported), requests, docs."""
     semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(c: int, qid: str) -> tuple[int, str, list[str], int | None]:
+    async def one(c: int, qid: str) -> tuple[int, str, list[str], int | None, int, int]:
         pool = first[qid][:c]
         if not pool:
-            return c, qid, [], 0
+            return c, qid, [], 0, 0, 0
         async with semaphore:
             results = await client.arerank(data.queries[qid], [data.corpus[d] for d in pool])
-        return c, qid, [pool[r.index] for r in results], usage_tokens(results)
+        order = [pool[r.index] for r in results]
+        return c, qid, order, usage_tokens(results), results.requests, results.documents_sent
 
     tasks = [asyncio.ensure_future(one(c, q)) for c in counts for q in first]
     try:
@@ -382,12 +383,12 @@ async def _rerank_sweep(
         await client.aclose()
     out: dict[int, tuple[dict[str, list[str]], int | None, int, int]] = {}
     for c in counts:
-        rows = [(q, order, tokens) for cc, q, order, tokens in done if cc == c]
-        reported = [t for _, _, t in rows if t is not None]
+        rows = [row for row in done if row[0] == c]
+        reported = [row[3] for row in rows if row[3] is not None]
         total = sum(reported) if reported else None
-        order = {q: o for q, o, _ in rows}
-        requests = sum(1 for q in first if first[q][:c])
-        documents = sum(len(first[q][:c]) for q in first)
+        order = {row[1]: row[2] for row in rows}
+        requests = sum(row[4] for row in rows)  # what was really sent
+        documents = sum(row[5] for row in rows)
         out[c] = (order, total, requests, documents)
     return out
 
@@ -585,7 +586,8 @@ def run(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise missing_extra("matplotlib") from None
-    client, mode = make_client(args)
+    # every candidate keeps its place: a metric must see two judged copies of a passage
+    client, mode = make_client(args, dedupe=False)
     out = sys.stderr if args.json else sys.stdout
     print(mode.header, file=out, flush=True)
     n_q = len(data.queries)
