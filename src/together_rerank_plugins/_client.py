@@ -11,7 +11,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ._batching import CallPlan, PlanOptions
@@ -362,6 +361,8 @@ class RerankClient:
             except BaseException:
                 failed.set()
                 raise
+
+        from concurrent.futures import ThreadPoolExecutor  # only when a call has batches
 
         workers = min(self.max_concurrency, len(requests))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="together-rerank")

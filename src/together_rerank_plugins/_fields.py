@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from typing_extensions import Self
 
 from ._client import RerankClient
@@ -39,6 +39,8 @@ UNSET: Any = _Unset()
 class RerankFields(BaseModel):
     """Fields shared by every adapter. The API key field is declared by each adapter, under
     the name its framework's users expect."""
+
+    model_config = ConfigDict(defer_build=True)  # never instantiated itself
 
     model: str | None = Field(
         default=None,

@@ -47,7 +47,10 @@ class _LangChainFields(RerankFields):
     """The shared fields, with the key under LangChain's customary name (alias ``api_key``)
     and LangChain's partner-package conventions: unknown fields are refused."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
+    # defer_build: the validators are built on first construction, not at import
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, arbitrary_types_allowed=True, defer_build=True
+    )
 
     together_api_key: SecretStr | None = Field(
         default=None,

@@ -78,7 +78,8 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         ['Paris is the capital of France']
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # defer_build: the validators are built on first construction, not at import
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     api_key: SecretStr | None = Field(
         default=None,
