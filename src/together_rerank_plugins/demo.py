@@ -32,6 +32,7 @@ from typing import Any
 
 from ._client import RerankClient
 from ._errors import RerankError
+from .cli._common import positive_int
 
 __all__ = [
     "FIRST_STAGE_K",
@@ -372,16 +373,6 @@ def _summary(results: dict[str, list[Comparison]]) -> str:
 
 
 # -- command line --------------------------------------------------------------------------
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m together_rerank_plugins.demo",
@@ -397,11 +388,11 @@ def _parser() -> argparse.ArgumentParser:
         help="use the embedded lexical test endpoint even if TOGETHER_API_KEY is set",
     )
     parser.add_argument(
-        "--questions", type=_positive_int, metavar="N", help="run only the first N questions"
+        "--questions", type=positive_int, metavar="N", help="run only the first N questions"
     )
     parser.add_argument(
         "--top-n",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_TOP_N,
         metavar="N",
         help=f"how many reranked passages to keep (default {DEFAULT_TOP_N}, "
