@@ -26,7 +26,7 @@ from ._errors import (
     RerankTimeoutError,
     ServerError,
 )
-from ._planning import RerankResult, RerankResults, Usage
+from ._results import RerankResult, RerankResults, Usage
 
 __version__ = "0.1.0"
 

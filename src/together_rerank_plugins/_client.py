@@ -2,7 +2,7 @@
 
 The framework adapters only translate their objects to :meth:`RerankClient.rerank` /
 :meth:`RerankClient.arerank` calls and back; everything else happens here and in the pure
-modules it drives (``_planning``, ``_batching``, ``_longdocs``, ``_cache``).
+modules it drives (``_inputs``, ``_plan``, ``_results``, ``_longdocs``, ``_cache``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._batching import CallPlan, PlanOptions
 from ._cache import InMemoryScoreStore, ScoreStore, amget, amset, wrap_framework_store
 from ._config import (
     DEFAULT_MAX_CONCURRENCY,
@@ -33,8 +32,10 @@ from ._errors import (
     RerankError,
     RerankInputError,
 )
+from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
-from ._planning import CallSpec, Document, RerankResults, validate_call
+from ._plan import CallPlan, PlanOptions
+from ._results import RerankResults
 from ._sdk import SDKClients
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ class RerankClient:
     - ``max_batch_size`` (default: the model's documented cap, 1,024 for Llama-Rank) and
       ``max_concurrency`` (requests in flight for one call, default 8): more candidates than
       one request takes are sent in concurrent batches and merged into one ranking (see
-      ``_batching`` for why merging pointwise scores is sound).
+      ``_plan`` for why merging pointwise scores is sound).
     - Identical candidates are scored once. ``dedupe=True`` (default) returns only the first
       occurrence; ``dedupe=False`` returns every occurrence with the shared score.
     - ``cache``: ``True`` for an in-memory LRU of scores, or any store with

@@ -23,7 +23,7 @@ from ._config import (
     validate_top_n,
 )
 from ._errors import RerankConfigError, RerankInputError
-from ._planning import check_rank_fields
+from ._inputs import check_rank_fields
 
 __all__ = ["UNSET", "RerankFields"]
 

@@ -33,7 +33,8 @@ from pydantic import ConfigDict, Field, SecretStr
 
 from ._errors import RerankConfigError, RerankInputError
 from ._fields import UNSET, RerankFields
-from ._planning import FALLBACK_KEY, RerankResults, require_sequence, structured_document
+from ._inputs import require_sequence, structured_document
+from ._results import FALLBACK_KEY, RerankResults
 
 __all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherCrossEncoder", "TogetherRerank"]
 

@@ -35,10 +35,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         '`pip install "together-rerank-plugins[llama-index]"`'
     ) from exc
 
-from ._batching import CallPlan
 from ._errors import RerankInputError
 from ._fields import RerankFields
-from ._planning import FALLBACK_KEY, RerankResults, require_sequence, structured_document
+from ._inputs import require_sequence, structured_document
+from ._plan import CallPlan
+from ._results import FALLBACK_KEY, RerankResults
 
 __all__ = ["FALLBACK_KEY", "RETRIEVAL_SCORE_KEY", "USAGE_PAYLOAD_KEY", "TogetherRerank"]
 

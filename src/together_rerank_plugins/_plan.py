@@ -32,18 +32,9 @@ from typing import Any
 
 from ._cache import cache_key, document_digest
 from ._errors import RerankInputError
+from ._inputs import CallSpec, Document, canonical, is_blank
 from ._longdocs import TokenCounter, split_windows, truncate
-from ._planning import (
-    CallSpec,
-    Document,
-    RerankResult,
-    RerankResults,
-    Usage,
-    canonical,
-    is_blank,
-    parse_batch,
-    parse_usage,
-)
+from ._results import RerankResult, RerankResults, Usage, parse_batch, parse_usage
 
 __all__ = ["CallPlan", "PlanOptions"]
 

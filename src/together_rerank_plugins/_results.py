@@ -1,0 +1,150 @@
+"""Result types, and checking one server answer: pure, no I/O.
+
+:func:`parse_batch` turns one server answer into trustworthy ``(position, score)`` pairs or
+raises :class:`MalformedResponseError`; the sync and async paths share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import MalformedResponseError, RerankError
+
+__all__ = [
+    "FALLBACK_KEY",
+    "RerankResult",
+    "RerankResults",
+    "Usage",
+    "parse_batch",
+    "parse_usage",
+]
+
+#: Metadata key both adapters set to True on results of an ``on_error="fallback"`` answer
+#: (the retrieval order, kept because reranking failed).
+FALLBACK_KEY = "rerank_fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """One ranked candidate: ``index`` into the caller's ``documents`` and its score."""
+
+    index: int
+    relevance_score: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens the service reported, summed over every request of a call (None: not sent)."""
+
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        def add(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else a + b
+
+        return Usage(
+            add(self.prompt_tokens, other.prompt_tokens),
+            add(self.total_tokens, other.total_tokens),
+        )
+
+
+class RerankResults(list[RerankResult]):
+    """The ranking (a plain ``list[RerankResult]``, best first) plus what it cost.
+
+    - ``usage``: tokens reported by the service, summed over requests;
+    - ``requests``: requests sent; ``documents_sent``: documents (or windows) sent;
+    - ``cache_hits``: documents answered from the score cache;
+    - ``duplicates``: candidates whose text repeated an earlier one (scored once);
+    - ``fallback``: True when ``on_error="fallback"`` returned the retrieval order because
+      reranking failed; ``error`` is then the :class:`RerankError` that was absorbed.
+    """
+
+    usage: Usage
+    requests: int
+    documents_sent: int
+    cache_hits: int
+    duplicates: int
+    fallback: bool
+    error: RerankError | None
+
+    def __init__(
+        self,
+        results: Sequence[RerankResult] = (),
+        *,
+        usage: Usage | None = None,
+        requests: int = 0,
+        documents_sent: int = 0,
+        cache_hits: int = 0,
+        duplicates: int = 0,
+        fallback: bool = False,
+        error: RerankError | None = None,
+    ) -> None:
+        super().__init__(results)
+        self.usage = usage or Usage()
+        self.requests = requests
+        self.documents_sent = documents_sent
+        self.cache_hits = cache_hits
+        self.duplicates = duplicates
+        self.fallback = fallback
+        self.error = error
+
+
+def _bad(detail: str) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"The rerank server sent an answer that cannot be trusted: {detail}. No ranking was "
+        "returned. If this persists, check that `base_url` points at a server that speaks "
+        "Together's /v1/rerank API."
+    )
+
+
+def parse_batch(payload: Any, *, sent: int, expected: int) -> list[tuple[int, float]]:
+    """Validate one answer to a request of ``sent`` documents that asked for ``expected``
+    results; return ``(position in the request, score)`` pairs.
+
+    A non-object, a missing ``results`` list, an index out of range or repeated, a missing
+    or non-finite score, or fewer results than asked all raise: never a wrong ranking.
+    """
+    if not isinstance(payload, Mapping):
+        raise _bad(f"expected a JSON object, got {type(payload).__name__}")
+    results = payload.get("results")
+    if not isinstance(results, list):
+        raise _bad("the 'results' list is missing")
+    seen: set[int] = set()
+    pairs: list[tuple[int, float]] = []
+    for pos, item in enumerate(results):
+        if not isinstance(item, Mapping):
+            raise _bad(f"results[{pos}] is not an object")
+        index = item.get("index")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise _bad(f"results[{pos}].index is {index!r}, not an integer")
+        if not 0 <= index < sent:
+            raise _bad(f"results[{pos}].index {index} is out of range for {sent} documents")
+        if index in seen:
+            raise _bad(f"index {index} appears more than once")
+        seen.add(index)
+        score = item.get("relevance_score")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise _bad(f"results[{pos}].relevance_score is {score!r}, not a number")
+        if not math.isfinite(score):
+            raise _bad(f"results[{pos}].relevance_score is {score!r}, not a finite number")
+        pairs.append((index, float(score)))
+    if len(pairs) < expected:
+        raise _bad(f"{len(pairs)} results for {sent} documents, expected {expected}")
+    return pairs
+
+
+def parse_usage(payload: Mapping[str, Any]) -> Usage:
+    """The ``usage`` block of an answer, tolerating its absence."""
+    usage = payload.get("usage")
+    if not isinstance(usage, Mapping):
+        return Usage()
+
+    def count(name: str) -> int | None:
+        value = usage.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    return Usage(count("prompt_tokens"), count("total_tokens"))
