@@ -23,10 +23,13 @@ from ._config import (
     model_limits,
     positive_int,
     resolve_settings,
+    validate_deadline,
 )
+from ._deadline import Deadline
 from ._errors import (
     AuthenticationError,
     BadRequestError,
+    CrossOriginRedirectError,
     EndpointNotFoundError,
     RerankConfigError,
     RerankError,
@@ -50,6 +53,7 @@ logger = logging.getLogger("together_rerank_plugins")
 _NEVER_MASKED = (
     AuthenticationError,
     BadRequestError,
+    CrossOriginRedirectError,
     EndpointNotFoundError,
     RerankConfigError,
     RerankInputError,
@@ -82,7 +86,10 @@ class RerankClient:
     ``Salesforce/Llama-Rank-V1``, base URL ``https://api.together.ai``). ``base_url`` may end
     in ``/v1`` or not. Retries (``max_retries``, default 2) are the SDK's: 408, 409, 429, 5xx,
     timeouts and connection errors, with backoff that honours ``Retry-After``. ``timeout`` is
-    seconds per attempt.
+    seconds per attempt: an attempt ends within it whatever the server does. ``deadline``
+    (seconds, default None) bounds one whole call: every batch, attempt, backoff and
+    ``Retry-After`` wait; when it runs out the call raises :class:`RerankTimeoutError` (or,
+    with ``on_error="fallback"``, returns the fallback at once).
 
     Scale and cost:
 
@@ -136,6 +143,7 @@ class RerankClient:
         tokenizer: Callable[[str], int] | None = None,
         on_error: str = "raise",
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        deadline: float | None = None,
     ) -> None:
         settings: Settings = resolve_settings(
             model=model,
@@ -175,6 +183,7 @@ class RerankClient:
         self.long_documents = long_documents
         self.tokenizer = tokenizer
         self.on_error = on_error
+        self.deadline = validate_deadline(deadline)
         self._sdk = SDKClients(settings, transport)
 
     # -- configuration -------------------------------------------------------------------
@@ -184,7 +193,8 @@ class RerankClient:
 
     @property
     def base_url(self) -> str:
-        return self._sdk.settings.base_url
+        """The server root, with any credentials written into it redacted (``***@``)."""
+        return self._sdk.settings.shown_base_url
 
     @property
     def timeout(self) -> float | None:
@@ -197,9 +207,10 @@ class RerankClient:
     def __repr__(self) -> str:
         s = self._sdk.settings
         return (
-            f"RerankClient(model={s.model!r}, base_url={s.base_url!r}, timeout={s.timeout!r}, "
-            f"max_retries={s.max_retries!r}, max_batch_size={self.max_batch_size}, "
-            f"max_concurrency={self.max_concurrency}, on_error={self.on_error!r})"
+            f"RerankClient(model={s.model!r}, base_url={self.base_url!r}, "
+            f"timeout={s.timeout!r}, max_retries={s.max_retries!r}, "
+            f"max_batch_size={self.max_batch_size}, max_concurrency={self.max_concurrency}, "
+            f"on_error={self.on_error!r}, deadline={self.deadline!r})"
         )
 
     def __copy__(self) -> RerankClient:
@@ -319,8 +330,13 @@ class RerankClient:
             )
         )
 
-    def execute(self, plan: CallPlan) -> RerankResults:
-        """Send a call planned by :meth:`plan` and return its ranking."""
+    def execute(self, plan: CallPlan, deadline: Deadline | None = None) -> RerankResults:
+        """Send a call planned by :meth:`plan` and return its ranking.
+
+        ``deadline`` (default: one of this client's ``deadline`` seconds, from now) bounds
+        every send of the call; pass one along to share a budget with other work.
+        """
+        deadline = deadline or Deadline.start(self.deadline)
         keys: list[str] = []
         if self.cache is not None and plan.spec.documents:
             keys = plan.cache_keys()
@@ -328,9 +344,9 @@ class RerankClient:
         try:
             requests = plan.requests()
             if len(requests) <= 1 or self.max_concurrency == 1:
-                answers = [self._sdk.send(kwargs) for kwargs in requests]
+                answers = [self._sdk.send(kwargs, deadline) for kwargs in requests]
             else:
-                answers = self._send_concurrently(requests)
+                answers = self._send_concurrently(requests, deadline)
             for i, answer in enumerate(answers):
                 plan.absorb(i, answer)
         except RerankError as exc:
@@ -351,14 +367,16 @@ class RerankClient:
             raise results.error
         return plan.position_scores()
 
-    def _send_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
+    def _send_concurrently(
+        self, requests: list[dict[str, Any]], deadline: Deadline | None
+    ) -> list[Any]:
         failed = threading.Event()
 
         def one(kwargs: dict[str, Any]) -> Any:
             if failed.is_set():  # dequeued after another batch failed: never sent
                 return None
             try:
-                return self._sdk.send(kwargs)
+                return self._sdk.send(kwargs, deadline)
             except BaseException:
                 failed.set()
                 raise
@@ -393,8 +411,9 @@ class RerankClient:
             )
         )
 
-    async def aexecute(self, plan: CallPlan) -> RerankResults:
+    async def aexecute(self, plan: CallPlan, deadline: Deadline | None = None) -> RerankResults:
         """Async :meth:`execute`: batches run concurrently on the event loop."""
+        deadline = deadline or Deadline.start(self.deadline)
         keys: list[str] = []
         if self.cache is not None and plan.spec.documents:
             keys = plan.cache_keys()
@@ -402,9 +421,9 @@ class RerankClient:
         try:
             requests = plan.requests()
             if len(requests) <= 1:
-                answers = [await self._sdk.asend(kwargs) for kwargs in requests]
+                answers = [await self._sdk.asend(kwargs, deadline) for kwargs in requests]
             else:
-                answers = await self._asend_concurrently(requests)
+                answers = await self._asend_concurrently(requests, deadline)
             for i, answer in enumerate(answers):
                 plan.absorb(i, answer)
         except RerankError as exc:
@@ -414,7 +433,9 @@ class RerankClient:
             await amset(self.cache, fresh)
         return plan.results()
 
-    async def _asend_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
+    async def _asend_concurrently(
+        self, requests: list[dict[str, Any]], deadline: Deadline | None
+    ) -> list[Any]:
         gate = asyncio.Semaphore(self.max_concurrency)
         failed = False
 
@@ -424,7 +445,7 @@ class RerankClient:
                 if failed:  # waited for a slot while another batch failed: never sent
                     return None
                 try:
-                    return await self._sdk.asend(kwargs)
+                    return await self._sdk.asend(kwargs, deadline)
                 except BaseException:
                     failed = True
                     raise

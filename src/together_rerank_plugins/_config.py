@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import RerankConfigError
 
@@ -28,6 +28,8 @@ __all__ = [
     "Settings",
     "normalize_base_url",
     "resolve_settings",
+    "redact_url",
+    "validate_deadline",
     "validate_score_threshold",
     "validate_top_n",
 ]
@@ -72,13 +74,33 @@ def accepts_rank_fields(model: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration of one client. The key is kept out of ``repr``."""
+    """Resolved configuration of one client. The key, and any credentials written into
+    ``base_url``, are kept out of ``repr`` (:attr:`shown_base_url` is what may be shown)."""
 
     model: str
-    base_url: str
+    base_url: str = field(repr=False)
     timeout: float | None
     max_retries: int
     api_key: str = field(repr=False)
+
+    @property
+    def shown_base_url(self) -> str:
+        """``base_url`` with any ``user:password@`` replaced by ``***@``."""
+        return redact_url(self.base_url)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(model={self.model!r}, base_url={self.shown_base_url!r}, "
+            f"timeout={self.timeout!r}, max_retries={self.max_retries!r})"
+        )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _secret_value(value: Any) -> str | None:
@@ -105,10 +127,12 @@ def normalize_base_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RerankConfigError(
             f"`base_url` must be an http(s) URL such as 'https://api.together.ai' or "
-            f"'http://localhost:8000/v1'; got {url!r}."
+            f"'http://localhost:8000/v1'; got {redact_url(url)!r}."
         )
     if parts.query or parts.fragment:
-        raise RerankConfigError(f"`base_url` must not carry a query or fragment; got {url!r}.")
+        raise RerankConfigError(
+            f"`base_url` must not carry a query or fragment; got {redact_url(url)!r}."
+        )
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
@@ -144,6 +168,24 @@ def _validate_timeout(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise RerankConfigError(
             f"`timeout` must be a number of seconds > 0 (or None for no limit); got {value!r}."
+        )
+    return float(value)
+
+
+def validate_deadline(value: Any) -> float | None:
+    """``deadline``: seconds > 0 for one whole call, or None (no budget beyond the
+    attempts' ``timeout`` and ``max_retries``)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not value > 0
+    ):
+        raise RerankConfigError(
+            "`deadline` must be a number of seconds > 0 for a whole call (every batch, "
+            f"attempt and retry wait), or None for no deadline; got {value!r}."
         )
     return float(value)
 

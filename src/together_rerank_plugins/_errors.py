@@ -15,9 +15,10 @@ The tree::
     │   ├── EndpointNotFoundError        404: model / dedicated endpoint not found
     │   ├── BadRequestError              400, 422: request rejected (server's message quoted)
     │   ├── RateLimitError               429, after the SDK's retries
-    │   └── ServerError                  5xx, after the SDK's retries
+    │   ├── ServerError                  5xx, after the SDK's retries
+    │   └── CrossOriginRedirectError     3xx to another origin: refused, not followed
     ├── RerankConnectionError            could not reach the server, after retries
-    │   └── RerankTimeoutError (TimeoutError)
+    │   └── RerankTimeoutError (TimeoutError)   attempts timed out, or `deadline` reached
     └── MalformedResponseError           untrustworthy answer: bad JSON, indices or scores
 
 Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
@@ -32,6 +33,7 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "CrossOriginRedirectError",
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",
@@ -85,12 +87,30 @@ class ServerError(APIStatusError):
     """5xx after the configured retries."""
 
 
+class CrossOriginRedirectError(APIStatusError):
+    """The server redirected to another origin (scheme, host or port than ``base_url``'s).
+
+    The redirect was not followed: nothing was sent there, and no ranking comes from it.
+    ``location`` is the target (credentials redacted). Point ``base_url`` at the server
+    that actually answers.
+    """
+
+    def __init__(self, message: str, *, status_code: int, location: str) -> None:
+        super().__init__(message, status_code=status_code)
+        self.location = location
+
+
+#: set by ``_transport`` on a redirect it refused; the value is the redacted target
+REFUSED_REDIRECT_HEADER = "x-together-rerank-refused-redirect"
+
+
 class RerankConnectionError(RerankError):
     """The server could not be reached (after the configured retries)."""
 
 
 class RerankTimeoutError(RerankConnectionError, TimeoutError):
-    """No answer within ``timeout`` seconds on every attempt."""
+    """No answer within ``timeout`` seconds on every attempt, or the call's ``deadline``
+    was reached (the message says which)."""
 
 
 class MalformedResponseError(RerankError):
@@ -168,6 +188,15 @@ def translate_sdk_error(
         )
     if isinstance(exc, together.APIStatusError):
         status = exc.status_code
+        refused = exc.response.headers.get(REFUSED_REDIRECT_HEADER)
+        if refused is not None:
+            return CrossOriginRedirectError(
+                f"{where} answered {status} redirecting to another origin, {refused!r}. "
+                "The redirect was not followed (nothing was sent there) and no ranking was "
+                "returned: set `base_url` to the server that answers.",
+                status_code=status,
+                location=refused,
+            )
         server = _server_message(exc)
         server = _scrub(server, secret) if server else None
         quoted = f" Server said: {server!r}." if server else ""

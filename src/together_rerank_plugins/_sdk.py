@@ -3,28 +3,50 @@
 Only this module imports the SDK, and only on first use (it costs about half a second to
 import). The sync client is built once; an async one is built lazily for each running event
 loop, because an ``httpx.AsyncClient``'s connections are bound to the loop that opened
-them, and closed when that loop shuts down. Retries (408, 409, 429, 5xx, timeouts,
-connection errors, honouring ``Retry-After``) are the SDK's own.
+them, and closed when that loop closes (see :func:`_close_at_loop_shutdown`). Retries (408,
+409, 429, 5xx, timeouts, connection errors, honouring ``Retry-After``) are the SDK's own;
+the httpx clients under it are ours (``_transport``): attempt bound, call deadline, origin
+check on redirects.
+
+After ``os.fork()`` the child forgets every client it inherited (their pooled keep-alive
+sockets are the parent's: sharing one, parent and child would read each other's answers)
+and opens its own connections on first use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import json
+import os
+import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from ._config import Settings
-from ._errors import MalformedResponseError, RerankError, translate_sdk_error
+from ._deadline import Deadline, DeadlineExceeded
+from ._errors import (
+    MalformedResponseError,
+    RerankError,
+    RerankTimeoutError,
+    translate_sdk_error,
+)
 
 if TYPE_CHECKING:
     import httpx
     from together import AsyncTogether, Together
 
 __all__ = ["SDKClients"]
+
+#: every live SDKClients, for the fork and exit hooks
+_LIVE: weakref.WeakSet[SDKClients] = weakref.WeakSet()
+#: clients a forked child inherited: kept (never used, closed or collected) so that nothing
+#: in the child touches the parent's connections
+_INHERITED: list[Any] = []
 
 
 class SDKClients:
@@ -43,6 +65,17 @@ class SDKClients:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[AsyncTogether, AsyncGenerator[None, None]]
         ] = weakref.WeakKeyDictionary()
+        self._sync_finalizer: weakref.finalize[Any, Any] | None = None
+        _LIVE.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop (never close) the inherited clients, new lock."""
+        self._lock = threading.Lock()  # another thread may have held it at fork time
+        if self._sync_finalizer is not None:
+            self._sync_finalizer.detach()  # the child must not close the parent's pool
+        _INHERITED.append((self._sync, dict(self._async)))
+        self._sync, self._sync_finalizer = None, None
+        self._async = weakref.WeakKeyDictionary()
 
     def _sdk_kwargs(self) -> dict[str, Any]:
         s = self.settings
@@ -53,6 +86,16 @@ class SDKClients:
             "max_retries": s.max_retries,
         }
 
+    def _new_client(self, cls: Any, build: Any) -> Any:
+        from ._transport import cap_retry_sleep
+
+        s = self.settings
+        client = cls(
+            **self._sdk_kwargs(), http_client=build(s.base_url, s.timeout, self._transport)
+        )
+        cap_retry_sleep(client)
+        return client
+
     def _sync_client(self) -> Together:
         client = self._sync
         if client is None:
@@ -61,17 +104,13 @@ class SDKClients:
                 if client is None:
                     from together import Together
 
-                    kwargs = self._sdk_kwargs()
-                    if self._transport is not None:
-                        import httpx
+                    from ._transport import build_sync_http_client
 
-                        kwargs["http_client"] = httpx.Client(
-                            transport=self._transport  # type: ignore[arg-type]
-                        )
-                    client = self._sync = Together(**kwargs)
+                    client = self._new_client(Together, build_sync_http_client)
+                    self._sync = client
                     # close its pooled connections when this object is collected: without
                     # it, a dropped client's keep-alive socket is GC'd open (ResourceWarning)
-                    weakref.finalize(self, client.close)
+                    self._sync_finalizer = weakref.finalize(self, client.close)
         return client
 
     async def _async_client(self) -> AsyncTogether:
@@ -81,14 +120,9 @@ class SDKClients:
             return entry[0]
         from together import AsyncTogether
 
-        kwargs = self._sdk_kwargs()
-        if self._transport is not None:
-            import httpx
+        from ._transport import build_async_http_client
 
-            kwargs["http_client"] = httpx.AsyncClient(
-                transport=self._transport  # type: ignore[arg-type]
-            )
-        client = AsyncTogether(**kwargs)
+        client: AsyncTogether = self._new_client(AsyncTogether, build_async_http_client)
         # The SDK's first async request computes its platform headers in a worker thread
         # (`asyncify(get_platform)`); give it the value (computed once per process, a few
         # microseconds of reading /etc/os-release) so the async path never starts a thread.
@@ -101,6 +135,7 @@ class SDKClients:
             for old in [lp for lp in self._async if lp.is_closed()]:
                 del self._async[old]
             self._async[loop] = (client, closer)
+        _close_clients_with_loop(loop)
         await closer.asend(None)  # registers with the loop's async-generator shutdown hook
         return client
 
@@ -125,10 +160,29 @@ class SDKClients:
         return translate_sdk_error(
             exc,
             model=self.settings.model,
-            base_url=self.settings.base_url,
+            base_url=self.settings.shown_base_url,
             secret=self.settings.api_key,
             rank_fields=rank_fields,
         )
+
+    def deadline_error(self, deadline: Deadline) -> RerankTimeoutError:
+        return RerankTimeoutError(
+            f"The rerank call's deadline ({deadline.seconds:g} s, `deadline`) was reached "
+            f"before {self.settings.shown_base_url}/v1/rerank answered; no ranking was "
+            "returned. Raise `deadline`, or lower `timeout`/`max_retries` so that an attempt "
+            "fits in it."
+        )
+
+    def _failure(self, exc: Exception, deadline: Deadline | None, kwargs: Any) -> RerankError:
+        import together
+
+        if isinstance(exc, DeadlineExceeded) or (
+            deadline is not None
+            and deadline.expired()
+            and isinstance(exc, together.APIConnectionError)  # timeouts included
+        ):
+            return self.deadline_error(deadline)  # type: ignore[arg-type]
+        return self.error(exc, rank_fields="rank_fields" in kwargs)
 
     @staticmethod
     def decode(raw: bytes) -> Any:
@@ -140,27 +194,45 @@ class SDKClients:
                 "No ranking was returned; check `base_url`."
             ) from None
 
-    def send(self, kwargs: dict[str, Any]) -> Any:
-        """POST one rerank request; return the decoded JSON answer."""
+    def send(self, kwargs: dict[str, Any], deadline: Deadline | None = None) -> Any:
+        """POST one rerank request; return the decoded JSON answer.
+
+        Each attempt ends within ``timeout``, and all of them (with the retry waits) within
+        ``deadline``, whatever the server does (see ``_transport``).
+        """
         import together
 
+        from ._transport import begin, end
+
         client = self._sync_client()
+        if deadline is not None and deadline.expired():
+            raise self.deadline_error(deadline)
+        token = begin(deadline, self.settings.timeout)
         try:
             raw = client.rerank.with_raw_response.create(**kwargs).read()
-        except together.TogetherError as exc:
-            raise self.error(exc, rank_fields="rank_fields" in kwargs) from exc
+        except (together.TogetherError, DeadlineExceeded) as exc:
+            raise self._failure(exc, deadline, kwargs) from exc
+        finally:
+            end(token)
         return self.decode(raw)
 
-    async def asend(self, kwargs: dict[str, Any]) -> Any:
+    async def asend(self, kwargs: dict[str, Any], deadline: Deadline | None = None) -> Any:
         """Async :meth:`send`, on the running loop's client (no worker thread)."""
         import together
 
+        from ._transport import begin, end
+
         client = await self._async_client()
+        if deadline is not None and deadline.expired():
+            raise self.deadline_error(deadline)
+        token = begin(deadline, self.settings.timeout)
         try:
             response = await client.rerank.with_raw_response.create(**kwargs)
             raw = await response.read()
-        except together.TogetherError as exc:
-            raise self.error(exc, rank_fields="rank_fields" in kwargs) from exc
+        except (together.TogetherError, DeadlineExceeded) as exc:
+            raise self._failure(exc, deadline, kwargs) from exc
+        finally:
+            end(token)
         return self.decode(raw)
 
 
@@ -185,15 +257,93 @@ async def _close_at_loop_shutdown(
     ``loop.shutdown_asyncgens()``: pytest-asyncio, uvicorn, Jupyter) finalises the async
     generators started on the loop. Starting this one right after the client is built
     makes its ``finally`` close the client's connections on the loop that opened them, so
-    ``asyncio.run`` per request leaks no sockets. No library offers this, hence by hand.
+    ``asyncio.run`` per request leaks no sockets. Loops closed without that step (LlamaIndex's
+    ``asyncio_run`` in a worker thread) or never closed (``nest_asyncio``) are covered by
+    :func:`_close_clients_with_loop` and the exit hook, which run this generator to its end
+    on its loop. No library offers this, hence by hand.
     """
     try:
         yield
     finally:
-        await client.close()
-        parent = owner()
-        if parent is not None:
-            with parent._lock:
-                entry = parent._async.get(asyncio.get_running_loop())
-                if entry is not None and entry[0] is client:
-                    del parent._async[asyncio.get_running_loop()]
+        # Finalised without a running loop (garbage-collected with no asyncgen hooks): an
+        # await is impossible there, so leave the sockets to the hooks above.
+        if _running_loop() is not None:
+            await client.close()
+            parent = owner()
+            if parent is not None:
+                with parent._lock:
+                    entry = parent._async.get(asyncio.get_running_loop())
+                    if entry is not None and entry[0] is client:
+                        del parent._async[asyncio.get_running_loop()]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _finish_closers(loop: asyncio.AbstractEventLoop) -> None:
+    """Close every client of ``loop``, on ``loop`` (which must be idle and open)."""
+    closers = []
+    for owner in list(_LIVE):
+        with owner._lock:
+            entry = owner._async.pop(loop, None)
+        if entry is not None:
+            closers.append(entry[1])
+    for closer in closers:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(closer.aclose())
+
+
+_PATCHED_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _close_clients_with_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``loop.close()`` close our clients first, on the loop, even when its runner
+    skipped ``shutdown_asyncgens()`` (LlamaIndex's ``asyncio_run`` in a worker thread): a
+    per-instance wrapper of ``close``. Loops whose ``close`` cannot be replaced (uvloop)
+    rely on the async-generator hook alone."""
+    if loop in _PATCHED_LOOPS:
+        return
+    own = loop.__dict__.get("close") if hasattr(loop, "__dict__") else None
+    cls_close = type(loop).close
+    ref = weakref.ref(loop)
+
+    def close() -> None:
+        lp = ref()
+        if lp is not None and not lp.is_running() and not lp.is_closed():
+            _finish_closers(lp)
+        if own is not None:
+            own()
+        elif lp is not None:
+            cls_close(lp)
+
+    try:
+        loop.close = close  # type: ignore[method-assign]
+    except (AttributeError, TypeError):
+        return
+    _PATCHED_LOOPS.add(loop)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """At exit, close the clients of loops that were never closed (``nest_asyncio``'s
+    ``asyncio.run`` reuses one loop and never closes it), on their loop, while it can run."""
+    loops = {lp for owner in list(_LIVE) for lp in list(owner._async)}
+    for loop in loops:
+        if not loop.is_running() and not loop.is_closed():
+            _finish_closers(loop)
+
+
+def _after_fork_in_child() -> None:
+    for owner in list(_LIVE):
+        owner._forget_after_fork()
+    transport = sys.modules.get(f"{__package__}._transport")
+    if transport is not None:
+        transport.forget_sync_sockets()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
