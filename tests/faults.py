@@ -22,6 +22,9 @@ kind                       what the client receives                             
 ``truncated_json``         200 whose JSON body is cut in half (honest length)     no
 ``bad_index_range``        200, one result's index out of range                   no
 ``bad_index_duplicate``    200, one result repeated (same index twice)            no
+``trickle``                the right answer, one byte every 50 ms (slowloris)     yes, after
+                                                                                  `timeout`
+``redirect_foreign``       307 to another origin (a second listener)              no
 =========================  =====================================================  ==========
 
 Rates are per kind and add up to at most 30% (:data:`MAX_TOTAL_RATE`). A query containing the
@@ -84,6 +87,20 @@ RETRIED = frozenset(
     }
 )
 NOT_RETRIED = frozenset({"truncated_json", "bad_index_range", "bad_index_duplicate"})
+
+# -- wire faults (issue 9 items 5 and 9): a slowloris answer, a cross-origin redirect ------
+#: ``trickle``: a valid 200 answer sent one byte every :data:`TRICKLE_INTERVAL` seconds
+#: (headers too): each read gets data long before a read timeout, so only a bound on the
+#: whole attempt ends it. ``redirect_foreign``: ``307`` to the second listener
+#: (:attr:`FaultServer.foreign_url`, another origin), which counts every connection it gets
+#: (:attr:`FaultServer.foreign_contacts`) and would answer with a *wrong* ranking.
+TRICKLE_INTERVAL = 0.05
+WIRE_RETRIED = frozenset({"trickle"})
+WIRE_NOT_RETRIED = frozenset({"redirect_foreign"})
+RETRIED = RETRIED | WIRE_RETRIED
+NOT_RETRIED = NOT_RETRIED | WIRE_NOT_RETRIED
+# -- end of wire faults ---------------------------------------------------------------------
+
 FAULT_KINDS = tuple(sorted(RETRIED | NOT_RETRIED))
 MAX_TOTAL_RATE = 0.30
 
@@ -227,11 +244,22 @@ class FaultServer:
         self.seed = seed
         self._process: subprocess.Popen[str] | None = None
         self._port = 0
+        self._foreign_port = 0
         self._log: dict[str, Any] | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def foreign_url(self) -> str:
+        """The other origin that ``redirect_foreign`` points to."""
+        return f"http://127.0.0.1:{self._foreign_port}"
+
+    @property
+    def foreign_contacts(self) -> int:
+        """Connections the other origin accepted (must stay 0: a redirect is refused)."""
+        return int(self._collected()["foreign_contacts"])
 
     def _collected(self) -> dict[str, Any]:
         if self._log is None:
@@ -268,11 +296,12 @@ class FaultServer:
             text=True,
         )
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # the port, once it listens
-        if not line.strip().isdigit():
+        line = self._process.stdout.readline()  # the ports, once it listens
+        ports = line.split()
+        if len(ports) != 2 or not all(p.isdigit() for p in ports):
             self.stop()
             raise RuntimeError(f"the fault server did not start (said {line!r})")
-        self._port = int(line)
+        self._port, self._foreign_port = int(ports[0]), int(ports[1])
         return self.base_url
 
     def stop(self) -> None:
@@ -310,10 +339,13 @@ class _Server:
         self._requests = 0
         self._conns: set[asyncio.Task[None]] = set()
         self._port = 0
+        self._foreign_port = 0
+        self._foreign_contacts = 0
 
     def log(self) -> dict[str, Any]:
         return {
             "requests": self._requests,
+            "foreign_contacts": self._foreign_contacts,
             "injected": dict(self._injected),
             "attempts": {
                 q: [[a.kind, a.received, a.answered] for a in attempts]
@@ -325,10 +357,13 @@ class _Server:
         """Listen, print the port, serve until ``stop`` (or EOF) arrives on ``commands``."""
         server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0, backlog=1024)
         self._port = server.sockets[0].getsockname()[1]
-        print(self._port, flush=True)
+        foreign = await asyncio.start_server(self._on_foreign, "127.0.0.1", 0)
+        self._foreign_port = foreign.sockets[0].getsockname()[1]
+        print(self._port, self._foreign_port, flush=True)
         try:
             await commands.readline()
         finally:
+            foreign.close()
             server.close()
             for task in list(self._conns):
                 task.cancel()
@@ -387,6 +422,8 @@ class _Server:
         payload = request.payload()
         query = payload.get("query") if isinstance(payload.get("query"), str) else None
         kind = self._draw(query)
+        if kind in WIRE_RETRIED | WIRE_NOT_RETRIED:
+            return await self._wire_fault(kind, query, received, request, writer)
         if kind == "hang":
             self._record(query, kind, received)
             while await reader.read(65536):  # until the client gives up and closes
@@ -434,6 +471,65 @@ class _Server:
         attempt.answered = time.monotonic()
         return True
 
+    # -- wire faults ---------------------------------------------------------------------
+    async def _wire_fault(
+        self,
+        kind: str,
+        query: str | None,
+        received: float,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        attempt = self._record(query, kind, received)
+        if kind == "redirect_foreign":
+            location = f"http://127.0.0.1:{self._foreign_port}{request.path}"
+            writer.write(_http(307, [("location", location)], b""))
+            await writer.drain()
+            attempt.answered = time.monotonic()
+            return True
+        # trickle: the right answer, one byte at a time, until the client goes away
+        answer = self.endpoint.handle(
+            httpx.Request(
+                request.method,
+                f"http://127.0.0.1:{self._port}{request.path}",
+                headers=request.headers,
+                content=request.body,
+            )
+        )
+        body = answer.read()
+        data = _http(answer.status_code, [("content-type", "application/json")], body)
+        for i in range(len(data)):
+            if writer.is_closing():
+                return False
+            writer.write(data[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(TRICKLE_INTERVAL)
+        attempt.answered = time.monotonic()
+        return True
+
+    async def _on_foreign(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The other origin: counts the contact, answers a wrong ranking, closes."""
+        self._foreign_contacts += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            request = await _read_request(reader)
+            if request is not None:
+                n = len(request.payload().get("documents") or [])
+                results = [{"index": i, "relevance_score": 1.0 - i / 100} for i in range(n)]
+                body = json.dumps({"object": "rerank", "model": "x", "results": results})
+                writer.write(_http(200, [("content-type", "application/json")], body.encode()))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    # -- end of wire faults --------------------------------------------------------------
     def _corrupt(self, body: bytes, kind: str, *, n_docs: int) -> bytes:
         payload: dict[str, Any] = json.loads(body)
         results = payload["results"]

@@ -59,6 +59,7 @@ TIMEOUT = 0.3  # seconds per attempt
 MAX_RETRIES = 2
 # The SDK's backoff before retry k (0-based) is at most min(1 s x 2**k, 10 s) (its jitter
 # only shortens it); the server's Retry-After values are 5 ms or 0 (which the SDK ignores).
+LATE = TIMEOUT - 0.1  # an answer this late may miss an attempt's `timeout` bound (see verify)
 SLACK = 2.0  # scheduling on a loaded 2-core CI machine; a correctness bound, not a benchmark
 
 
@@ -89,6 +90,9 @@ ERROR_FOR: dict[str, type[trp.RerankError]] = {
     "truncated_json": trp.MalformedResponseError,
     "bad_index_range": trp.MalformedResponseError,
     "bad_index_duplicate": trp.MalformedResponseError,
+    # wire faults
+    "trickle": trp.RerankTimeoutError,
+    "redirect_foreign": trp.CrossOriginRedirectError,
 }
 assert set(ERROR_FOR) == set(FAULT_KINDS)
 
@@ -473,9 +477,10 @@ def verify(
         report.problems += [f"{tag}: {p}" for p in o.problems]
         first = server.timeline_for(o.spec.query)[:1]
         if first and first[0].kind == OK and len(kinds) > 1:
-            # `timeout` bounds the whole attempt (server delays included): a first attempt
-            # the server answered only `timeout` after the call began timed out, and is retried
-            late = first[0].answered is not None and first[0].answered >= o.started + TIMEOUT
+            # `timeout` bounds the whole attempt (server delays included): a first attempt the
+            # server answered at the end of `timeout` (within the event-loop latency of 60
+            # gathered calls on a loaded machine) may have timed out, and is then retried
+            late = first[0].answered is not None and first[0].answered >= o.started + LATE
             kinds = ["hang" if late else OK, *kinds[1:]]
         if o.elapsed > DEADLINE:
             report.problems.append(f"{tag}: took longer than its {DEADLINE:.1f} s deadline")
@@ -691,11 +696,13 @@ def test_each_fault_alone_gets_its_typed_error(
             problems.append(f"{tag}: got {result!r}, expected {ERROR_FOR[kind].__name__}")
         if elapsed > deadline(retries):
             problems.append(f"{tag}: over the {deadline(retries):.1f} s deadline")
-        if kind == "hang" and elapsed < TIMEOUT * want_attempts * 0.95:
+        if kind in ("hang", "trickle") and elapsed < TIMEOUT * want_attempts * 0.95:
             problems.append(f"{tag}: gave up before `timeout` on each attempt")
         if kind in ("429_retry_after_ms", "503") and elapsed > 0.5:
             # Retry-After of 5 ms honoured; the SDK's own backoff would take >= 0.75 s
             problems.append(f"{tag}: Retry-After was not honoured")
+    if fault_server.foreign_contacts:
+        problems.append(f"the other origin was contacted {fault_server.foreign_contacts} times")
     assert not problems, "\n".join(problems)
     assert not leaks(baseline), leaks(baseline)
 

@@ -383,9 +383,9 @@ def test_sync_failure_starts_no_new_batch_while_others_are_in_flight() -> None:
     client = make(httpx.MockTransport(handler), max_batch_size=100, max_concurrency=2)
     send = client._sdk.send
 
-    def send_and_signal(kwargs: dict[str, Any]) -> Any:
+    def send_and_signal(kwargs: dict[str, Any], *deadline: Any) -> Any:
         try:
-            return send(kwargs)
+            return send(kwargs, *deadline)
         except trp.RerankError:
             failed.set()  # release batch 0 only once the failure has been raised
             raise

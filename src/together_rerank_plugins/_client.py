@@ -213,6 +213,14 @@ class RerankClient:
             f"on_error={self.on_error!r}, deadline={self.deadline!r})"
         )
 
+    def with_deadline(self, deadline: float | None) -> RerankClient:
+        """A client with another ``deadline`` that shares this one's configuration,
+        connections and cache (cheap: use one per call)."""
+        clone = object.__new__(RerankClient)
+        clone.__dict__.update(self.__dict__)
+        clone.deadline = validate_deadline(deadline)
+        return clone
+
     def __copy__(self) -> RerankClient:
         return self  # immutable configuration, thread-safe: copies share it
 

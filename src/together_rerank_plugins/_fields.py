@@ -62,6 +62,11 @@ class RerankFields(BaseModel):
         default=DEFAULT_MAX_RETRIES,
         description="Retries of 408/409/429/5xx, timeouts and connection errors (the SDK's).",
     )
+    deadline: float | None = Field(
+        default=None,
+        description="Seconds for one whole call: every batch, attempt and retry wait "
+        "(None: no deadline). When it runs out: RerankTimeoutError, or the fallback.",
+    )
     score_threshold: float | None = Field(
         default=None, description="Drop results scoring below this (applied after top_n)."
     )
@@ -176,9 +181,10 @@ class RerankFields(BaseModel):
             tokenizer=self.tokenizer,
             on_error=self.on_error,
             transport=self.transport,
+            deadline=self.deadline,
         )
         # Record what was resolved from the environment, so to_dict()/model_dump() describe
-        # the endpoint actually used.
+        # the endpoint actually used (credentials in base_url redacted, like the key).
         self.__dict__["model"] = self._client.model
         self.__dict__["base_url"] = self._client.base_url
 
@@ -203,14 +209,17 @@ class RerankFields(BaseModel):
             "score_threshold": self.score_threshold,
         }
 
-    #: options that only change how a call's results are cut: a copy shares the client
-    _CALL_OPTIONS: ClassVar[frozenset[str]] = frozenset({"top_n", "score_threshold", "rank_fields"})
+    #: options that only change one call (how its results are cut, its deadline): a copy
+    #: shares the client's connections
+    _CALL_OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"top_n", "score_threshold", "rank_fields", "deadline"}
+    )
 
     def with_options(self, **overrides: Any) -> Self:
         """A copy with some options changed, leaving this (shared) instance untouched.
 
-        ``top_n``, ``score_threshold`` and ``rank_fields`` copies share this instance's
-        client and connection pool (cheap: use one per call); other options build a new
+        ``top_n``, ``score_threshold``, ``rank_fields`` and ``deadline`` copies share this
+        instance's connection pool (cheap: use one per call); other options build a new
         client. Unknown names raise :class:`RerankConfigError`.
         """
         unknown = set(overrides) - set(type(self).model_fields)
@@ -224,8 +233,14 @@ class RerankFields(BaseModel):
                 overrides.get("score_threshold", self.score_threshold),
                 overrides.get("rank_fields", self.rank_fields),
             )
-            return self.model_copy(update=overrides)  # shares the private client
+            clone = self.model_copy(update=overrides)  # shares the private client
+            if "deadline" in overrides:
+                clone._client = self._client.with_deadline(overrides["deadline"])
+                clone.__dict__["deadline"] = clone._client.deadline
+            return clone
         data = {name: getattr(self, name) for name in type(self).model_fields}
+        # the field shows base_url with its credentials redacted: rebuild with the real one
+        data["base_url"] = self._client._sdk.settings.base_url
         return type(self)(**(data | overrides))
 
 
