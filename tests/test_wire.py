@@ -127,7 +127,15 @@ def call(way: Callable[..., Any], mode: str, base_url: str, query: str, **option
 
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
+    """A server of its own, for tests that read its log (which stopping it collects)."""
     with FaultServer({}) as srv:  # no random faults: each test forces its own
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[FaultServer]:
+    """One server for the tests that only look at what the client did."""
+    with FaultServer({}) as srv:
         yield srv
 
 
@@ -233,9 +241,9 @@ def test_short_retry_waits_still_happen_within_the_deadline() -> None:
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("way", WAYS)
-def test_deadline_holds_against_a_hanging_server(server: FaultServer, way: str, mode: str) -> None:
+def test_deadline_holds_against_a_hanging_server(shared: FaultServer, way: str, mode: str) -> None:
     result, took = call(
-        WAYS[way], mode, server.base_url, f"apple {force('hang')}",
+        WAYS[way], mode, shared.base_url, f"apple {force('hang')}",
         timeout=30, max_retries=3, deadline=0.6,
     )  # fmt: skip
     assert isinstance(result, trp.RerankTimeoutError), result
@@ -247,12 +255,12 @@ def test_deadline_holds_against_a_hanging_server(server: FaultServer, way: str, 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("way", WAYS)
 def test_timeout_bounds_an_attempt_against_a_trickling_server(
-    server: FaultServer, way: str, mode: str
+    shared: FaultServer, way: str, mode: str
 ) -> None:
     """Slowloris: the right answer, one byte every 50 ms (each read well within `timeout`);
     the attempt still ends within `timeout`."""
     result, took = call(
-        WAYS[way], mode, server.base_url, f"apple {force('trickle')}",
+        WAYS[way], mode, shared.base_url, f"apple {force('trickle')}",
         timeout=0.5, max_retries=0,
     )  # fmt: skip
     assert isinstance(result, trp.RerankTimeoutError), result
@@ -292,9 +300,9 @@ def test_deadline_holds_against_a_trickling_server_over_concurrent_batches(
 
 @pytest.mark.loopback
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_a_call_within_its_deadline_is_unaffected(server: FaultServer, mode: str) -> None:
+def test_a_call_within_its_deadline_is_unaffected(shared: FaultServer, mode: str) -> None:
     query = f"apple {NO_FAULT}"
-    result, _ = call(core, mode, server.base_url, query, deadline=10, max_batch_size=1)
+    result, _ = call(core, mode, shared.base_url, query, deadline=10, max_batch_size=1)
     assert result == (expected(query), False)
 
 
@@ -426,14 +434,14 @@ ROUNDS = 20
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_after_fork_parent_and_child_never_read_each_others_answers(
-    server: FaultServer, mode: str
+    shared: FaultServer, mode: str
 ) -> None:
     """Warm a client (a pooled keep-alive socket), fork, and have the child and the parent
     rank different queries at the same moment, many times: each gets its own answer.
 
     Async: the parent keeps its loop (and its pooled connection); the child runs its calls
     with ``asyncio.run`` on the same client."""
-    client = RerankClient(api_key=TEST_KEY, base_url=server.base_url, max_retries=0, timeout=5)
+    client = RerankClient(api_key=TEST_KEY, base_url=shared.base_url, max_retries=0, timeout=5)
     loop = asyncio.new_event_loop()
 
     def rank(query: str) -> list[int]:
@@ -541,11 +549,11 @@ print("open", open_sockets_to(port))
 @pytest.mark.loopback
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 @pytest.mark.parametrize("case", ["llama_index", "nest_asyncio"])
-def test_a_dead_loops_client_is_closed_without_a_word(server: FaultServer, case: str) -> None:
+def test_a_dead_loops_client_is_closed_without_a_word(shared: FaultServer, case: str) -> None:
     body = LLAMA_INDEX_CASE if case == "llama_index" else NEST_ASYNCIO_CASE
     script = SCRIPT_PRELUDE + textwrap.dedent(body)
     proc = subprocess.run(
-        [sys.executable, "-W", "always", "-c", script, server.base_url],
+        [sys.executable, "-W", "always", "-c", script, shared.base_url],
         capture_output=True,
         text=True,
         timeout=60,
