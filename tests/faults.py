@@ -189,6 +189,7 @@ class Attempt:
     kind: str
     received: float  # the whole request was read
     answered: float | None = None  # the whole answer was written (None: never)
+    retry: int | None = None  # the SDK's retry count (``x-stainless-retry-count``)
 
 
 class _Request:
@@ -348,7 +349,7 @@ class _Server:
             "foreign_contacts": self._foreign_contacts,
             "injected": dict(self._injected),
             "attempts": {
-                q: [[a.kind, a.received, a.answered] for a in attempts]
+                q: [[a.kind, a.received, a.answered, a.retry] for a in attempts]
                 for q, attempts in self._attempts.items()
             },
         }
@@ -385,8 +386,9 @@ class _Server:
             u -= rate
         return OK
 
-    def _record(self, query: str | None, kind: str, received: float) -> Attempt:
-        attempt = Attempt(kind, received)
+    def _record(self, query: str | None, kind: str, received: float, request: _Request) -> Attempt:
+        retry = {k.lower(): v for k, v in request.headers}.get("x-stainless-retry-count", "")
+        attempt = Attempt(kind, received, retry=int(retry) if retry.isdigit() else None)
         self._requests += 1
         self._attempts.setdefault(query or "", []).append(attempt)
         if kind != OK:
@@ -425,21 +427,21 @@ class _Server:
         if kind in WIRE_RETRIED | WIRE_NOT_RETRIED:
             return await self._wire_fault(kind, query, received, request, writer)
         if kind == "hang":
-            self._record(query, kind, received)
+            self._record(query, kind, received, request)
             while await reader.read(65536):  # until the client gives up and closes
                 pass
             return False
         if kind == "reset":
-            self._record(query, kind, received)
+            self._record(query, kind, received, request)
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
             return False
         if kind == "disconnect":
-            self._record(query, kind, received)
+            self._record(query, kind, received, request)
             return False  # closed (FIN) by the caller without an answer
         if kind in _CANNED:
-            attempt = self._record(query, kind, received)
+            attempt = self._record(query, kind, received, request)
             writer.write(_http(*_CANNED[kind]))
             await writer.drain()
             attempt.answered = time.monotonic()
@@ -459,7 +461,7 @@ class _Server:
             body = body[: max(1, len(body) // 2)]
         elif kind in ("bad_index_range", "bad_index_duplicate"):
             body = self._corrupt(body, kind, n_docs=len(payload["documents"]))
-        attempt = self._record(query, kind, received)
+        attempt = self._record(query, kind, received, request)
         headers = [("content-type", answer.headers.get("content-type", "application/json"))]
         data = _http(answer.status_code, headers, body)
         if kind == "cut_transfer":  # the full length announced, half the body sent, closed
@@ -480,7 +482,7 @@ class _Server:
         request: _Request,
         writer: asyncio.StreamWriter,
     ) -> bool:
-        attempt = self._record(query, kind, received)
+        attempt = self._record(query, kind, received, request)
         if kind == "redirect_foreign":
             location = f"http://127.0.0.1:{self._foreign_port}{request.path}"
             writer.write(_http(307, [("location", location)], b""))

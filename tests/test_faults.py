@@ -49,6 +49,7 @@ from .faults import (
     NOT_RETRIED,
     OK,
     RETRIED,
+    Attempt,
     FaultServer,
     force,
 )
@@ -59,7 +60,7 @@ TIMEOUT = 0.3  # seconds per attempt
 MAX_RETRIES = 2
 # The SDK's backoff before retry k (0-based) is at most min(1 s x 2**k, 10 s) (its jitter
 # only shortens it); the server's Retry-After values are 5 ms or 0 (which the SDK ignores).
-LATE = TIMEOUT - 0.1  # an answer this late may miss an attempt's `timeout` bound (see verify)
+LATE = TIMEOUT - 0.1  # an answer this late may miss its attempt's bound (client_attempts)
 SLACK = 2.0  # scheduling on a loaded 2-core CI machine; a correctness bound, not a benchmark
 
 
@@ -400,6 +401,35 @@ async def awarm_up(path: Path) -> None:
         await path.arun(spec, path.build(spec))  # type: ignore[arg-type]
 
 
+def client_attempts(timeline: list[Attempt], o: Outcome) -> list[str]:
+    """What each of the client's attempts got, from the server's log.
+
+    `timeout` bounds a whole attempt, waiting for the server (or for a busy event loop of 60
+    gathered calls on a loaded 2-core machine) included. So an attempt may expire before the
+    server reads it, or miss an answer written at the very end of `timeout`. The SDK numbers
+    its attempts (``x-stainless-retry-count``): one the server never read counts as a
+    ``hang`` (a timeout), as does a first attempt answered only at the end of `timeout`
+    and retried; a call that timed out also timed out on every attempt after the last seen.
+    """
+    kinds = [a.kind for a in timeline]
+    if not timeline or any(a.retry is None for a in timeline):
+        by_retry: dict[int, Attempt] = {}
+    else:
+        by_retry = {a.retry: a for a in timeline if a.retry is not None}
+        kinds = [by_retry[i].kind if i in by_retry else "hang" for i in range(max(by_retry) + 1)]
+    latest_start = o.started  # of attempt k: no later than after k timeouts and backoffs
+    for k in range(len(kinds)):
+        seen = by_retry.get(k)
+        if k + 1 < len(kinds) and seen is not None and seen.kind not in RETRIED:
+            # an answer that must not be retried was, so it must have come too late
+            late = seen.answered is not None and seen.answered >= latest_start + LATE
+            kinds[k] = "hang" if late else seen.kind
+        latest_start += TIMEOUT + min(1.0 * 2**k, 10.0)
+    if isinstance(o.error, trp.RerankTimeoutError) and len(kinds) < MAX_RETRIES + 1:
+        kinds += ["hang"] * (MAX_RETRIES + 1 - len(kinds))
+    return kinds
+
+
 def predict(kinds: list[str]) -> tuple[str | type[trp.RerankError] | None, str | None]:
     """What the client must do, given what each attempt got: OK, an error type, or a problem."""
     if not kinds:
@@ -475,13 +505,7 @@ def verify(
         )
         tag = f"{o.spec.label}#{o.spec.n} ({o.elapsed:.2f} s; attempts: {timeline})"
         report.problems += [f"{tag}: {p}" for p in o.problems]
-        first = server.timeline_for(o.spec.query)[:1]
-        if first and first[0].kind == OK and len(kinds) > 1:
-            # `timeout` bounds the whole attempt (server delays included): a first attempt the
-            # server answered at the end of `timeout` (within the event-loop latency of 60
-            # gathered calls on a loaded machine) may have timed out, and is then retried
-            late = first[0].answered is not None and first[0].answered >= o.started + LATE
-            kinds = ["hang" if late else OK, *kinds[1:]]
+        kinds = client_attempts(server.timeline_for(o.spec.query), o)
         if o.elapsed > DEADLINE:
             report.problems.append(f"{tag}: took longer than its {DEADLINE:.1f} s deadline")
         expected, problem = predict(kinds)
