@@ -17,7 +17,8 @@ The tree::
     │   ├── RateLimitError               429, after the SDK's retries
     │   └── ServerError                  5xx, after the SDK's retries
     ├── RerankConnectionError            could not reach the server, after retries
-    │   └── RerankTimeoutError (TimeoutError)
+    │   ├── RerankTimeoutError (TimeoutError)
+    │   └── CircuitOpenError             the circuit breaker is open: nothing was sent
     └── MalformedResponseError           untrustworthy answer: bad JSON, indices or scores
 
 Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
@@ -32,6 +33,7 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "CircuitOpenError",
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",
@@ -93,8 +95,29 @@ class RerankTimeoutError(RerankConnectionError, TimeoutError):
     """No answer within ``timeout`` seconds on every attempt."""
 
 
+class CircuitOpenError(RerankConnectionError):
+    """The endpoint's circuit breaker is open (it kept failing): the call failed at once,
+    without sending anything. ``on_error="fallback"`` and ``failover=`` cover it."""
+
+
 class MalformedResponseError(RerankError):
     """The server's answer cannot be turned into a trustworthy ranking."""
+
+
+def needs_fix(error: BaseException) -> bool:
+    """True for errors that are the caller's to fix rather than the service's to recover
+    from: bad configuration or input, 401/403, 400/422, 404 and 402. Fallback never hides
+    them, failover does not move past them, and circuit breakers do not count them."""
+    return isinstance(error, _NEEDS_FIX) or getattr(error, "status_code", None) == 402
+
+
+_NEEDS_FIX = (
+    AuthenticationError,
+    BadRequestError,
+    EndpointNotFoundError,
+    RerankConfigError,
+    RerankInputError,
+)
 
 
 def _scrub(text: str, secret: str | None) -> str:
