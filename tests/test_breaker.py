@@ -425,3 +425,16 @@ def test_pickling_an_adapter_leaves_out_its_breaker_and_failover(
 def test_adapters_refuse_a_breaker_of_the_wrong_type(cls: type) -> None:
     with pytest.raises(trp.RerankConfigError, match="CircuitBreaker"):
         cls(api_key=TEST_KEY, circuit_breaker=object())
+
+
+def test_serialized_adapters_hold_neither_breaker_nor_failover_clients() -> None:
+    from langchain_core.load import dumps
+
+    secondary = RerankClient(api_key="secondary-key-0123456789", transport=LexicalRerankEndpoint())
+    extras: dict[str, Any] = {"circuit_breaker": CircuitBreaker(), "failover": [secondary]}
+    lc_text = dumps(LCRerank(api_key=TEST_KEY, **extras))
+    li_dict = LIRerank(api_key=TEST_KEY, **extras).to_dict()
+    for text in (lc_text, repr(li_dict)):
+        assert "secondary" not in text
+        assert "breaker" not in text
+        assert "failover" not in text
