@@ -376,6 +376,8 @@ class RerankClient:
         elif isinstance(error, RerankError) and not needs_fix(error):
             outcome = FAILURE
         else:  # an error to fix, a cancellation, a bug: says nothing about the endpoint
+            # (a whole-call deadline that expires mid-request must surface here as a
+            # RerankTimeoutError, not only as a cancellation, to count as a failure)
             outcome = NEUTRAL
         breaker.record(probe, outcome, str(self.endpoint))
 

@@ -74,7 +74,12 @@ def _answered(results: RerankResults, client: RerankClient) -> RerankResults:
 
 
 def failover(primary: RerankClient, plan: CallPlan, error: RerankError) -> RerankResults:
-    """Try each of ``primary.failover`` in order after the primary failed with ``error``."""
+    """Try each of ``primary.failover`` in order after the primary failed with ``error``.
+
+    The whole chain runs inside the primary's ``execute`` call, so a whole-call deadline
+    around it covers every endpoint; an endpoint reached with no time left fails like any
+    other (and its breaker counts it only if it was sent something).
+    """
     source = primary
     for client in primary.failover:
         _moving_on(source, client, error)
