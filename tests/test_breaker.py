@@ -438,3 +438,28 @@ def test_serialized_adapters_hold_neither_breaker_nor_failover_clients() -> None
         assert "secondary" not in text
         assert "breaker" not in text
         assert "failover" not in text
+
+
+def test_reset_closes_an_open_breaker(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="together_rerank_plugins")
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=3600, clock=Clock())
+    fail(breaker)
+    breaker.reset()
+    assert (breaker.state, breaker.failures, breaker.admit()) == ("closed", 0, False)
+    assert caplog.records[-1].getMessage() == "Circuit breaker closed by reset()"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "shown"),
+    [
+        ("https://api.together.ai", "https://api.together.ai"),
+        ("http://user:secret@10.0.0.5:8000/prefix", "http://10.0.0.5:8000/prefix"),
+        ("http://token@host", "http://host"),
+    ],
+)
+def test_endpoints_name_model_and_url_without_credentials(base_url: str, shown: str) -> None:
+    endpoint = trp.Endpoint.of("acme/rerank", base_url)
+    assert endpoint == trp.Endpoint("acme/rerank", shown)
+    assert str(endpoint) == f"acme/rerank @ {shown}"
+    client = RerankClient(api_key=TEST_KEY, model="acme/rerank", base_url=base_url)
+    assert client.endpoint == endpoint
