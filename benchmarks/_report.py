@@ -131,7 +131,7 @@ pip install -e ".[all]"          # the package with both adapters (no other depe
 python benchmarks/run.py          # about 2-3 minutes; prints the table, rewrites this file
 python benchmarks/run.py --quick  # about a minute: a smoke run (prints only; --write keeps it)
 python benchmarks/run.py --only async,batching   # some sections: cache, overhead, async,
-                                                  # batching, imports
+                                                  # batching, imports, production
 ```
 
 The command starts its own server (`benchmarks/_server.py`, asyncio, in a separate process so
@@ -186,6 +186,15 @@ DOC_METHOD = """\
   modules may write their bytecode, as `pip install` compiles it for an installed package
   (with `PYTHONDONTWRITEBYTECODE=1`, as set here, an editable checkout would recompile them
   from source on every import: about 20 ms more, unlike the frameworks' installed modules).
+- **production** (`bench_production.py`): against the loopback servers of
+  `_faults_server.py` (hanging; trickling; 503; 429 with `Retry-After: 30`; a healthy
+  secondary), 100 sequential calls with `on_error="fallback"` each: with `deadline=0.5`
+  (when the client has it), p50/p99/max per server; with `CircuitBreaker(failure_threshold=5)`,
+  the calls that reached the server (counted by the server and by the calls not refused by
+  the breaker), the slowest refused call and the whole run, against today's cost without a
+  breaker (`timeout=0.5`, 2 retries: 2 calls measured, times 100); with a failover to the
+  healthy secondary, rankings equal to the secondary's own and marked as served by it, and
+  the added latency (each call minus a direct call to the secondary, interleaved).
 - **cache and dedupe** (`bench_cache.py`): counted by the server (documents received,
   tokens billed in `usage`) and by the client (`RerankResults.documents_sent`,
   `cache_hits`, `duplicates`).

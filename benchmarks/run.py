@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SECTIONS = ["cache", "overhead", "async", "batching", "imports"]
+SECTIONS = ["cache", "overhead", "async", "batching", "imports", "production"]
 
 
 def _ensure_importable() -> None:
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     import bench_cache
     import bench_imports
     import bench_overhead
+    import bench_production
     from _harness import BenchServer, Row
     from _report import machine_facts, table, verdict, write_doc
 
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             {"langchain": 1 if quick else 5, "llama_index": 1 if quick else 3}, explain=not quick
         ),
     )
+    section("production", lambda: bench_production.run(quick))
     elapsed = time.perf_counter() - started
 
     text, notes = table(rows)

@@ -2,6 +2,7 @@
 LangChain document compressor.
 
 - :class:`RerankClient` / :class:`RerankResult`: the framework-free core.
+- :class:`CircuitBreaker`: fail fast while an endpoint is down (``circuit_breaker=``).
 - ``together_rerank_plugins.llama_index.TogetherRerank``: a LlamaIndex node postprocessor.
 - ``together_rerank_plugins.langchain.TogetherRerank``: a LangChain document compressor.
 - ``together_rerank_plugins.testing``: an embedded endpoint for offline tests.
@@ -9,6 +10,7 @@ LangChain document compressor.
 Importing this package imports neither framework nor the ``together`` SDK.
 """
 
+from ._breaker import CircuitBreaker
 from ._cache import InMemoryScoreStore, ScoreStore
 from ._client import RerankClient
 from ._config import DEFAULT_MODEL
@@ -16,6 +18,7 @@ from ._errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    CircuitOpenError,
     CrossOriginRedirectError,
     EndpointNotFoundError,
     MalformedResponseError,
@@ -27,7 +30,7 @@ from ._errors import (
     RerankTimeoutError,
     ServerError,
 )
-from ._results import RerankResult, RerankResults, Usage
+from ._results import Endpoint, RerankResult, RerankResults, Usage
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CrossOriginRedirectError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "Endpoint",
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",

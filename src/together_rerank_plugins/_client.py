@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._breaker import FAILURE, NEUTRAL, SUCCESS, CircuitBreaker
 from ._cache import InMemoryScoreStore, ScoreStore, amget, amset, wrap_framework_store
 from ._config import (
     DEFAULT_MAX_CONCURRENCY,
@@ -27,18 +28,17 @@ from ._config import (
 )
 from ._deadline import Deadline
 from ._errors import (
-    AuthenticationError,
-    BadRequestError,
-    CrossOriginRedirectError,
-    EndpointNotFoundError,
+    CircuitOpenError,
     RerankConfigError,
     RerankError,
     RerankInputError,
+    needs_fix,
 )
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
-from ._results import RerankResults
+from ._resilience import afailover, failover
+from ._results import Endpoint, RerankResults
 from ._sdk import SDKClients
 
 if TYPE_CHECKING:
@@ -48,16 +48,6 @@ __all__ = ["RerankClient"]
 
 logger = logging.getLogger("together_rerank_plugins")
 
-#: errors that fallback never masks: they are the caller's to fix, not the service's
-#: (a wrong key, a bad request, a model or endpoint that does not exist, no credit)
-_NEVER_MASKED = (
-    AuthenticationError,
-    BadRequestError,
-    CrossOriginRedirectError,
-    EndpointNotFoundError,
-    RerankConfigError,
-    RerankInputError,
-)
 ON_ERROR = ("raise", "fallback")
 
 
@@ -112,6 +102,12 @@ class RerankClient:
     a fix rather than a retry later (authentication, bad request, unknown model or
     endpoint, no credit), which always raise.
 
+    Resilience (see docs/production.md): ``circuit_breaker`` (a :class:`CircuitBreaker`,
+    shareable) makes calls fail at once, without sending, while the endpoint keeps failing;
+    ``failover`` (other ``RerankClient`` objects) are tried in order when this one fails
+    with an error that fallback covers; each scores the whole call with its own
+    configuration, and ``results.served_by`` says which endpoint answered.
+
     ``transport`` (an ``httpx`` transport such as ``httpx.MockTransport`` or
     :class:`together_rerank_plugins.testing.LexicalRerankEndpoint`) replaces the network for
     both the sync and async clients: use it for tests and proxies.
@@ -144,6 +140,8 @@ class RerankClient:
         on_error: str = "raise",
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
         deadline: float | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+        failover: Sequence[RerankClient] = (),
     ) -> None:
         settings: Settings = resolve_settings(
             model=model,
@@ -184,7 +182,16 @@ class RerankClient:
         self.tokenizer = tokenizer
         self.on_error = on_error
         self.deadline = validate_deadline(deadline)
+        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+            raise RerankConfigError(
+                "`circuit_breaker` must be a together_rerank_plugins.CircuitBreaker; got "
+                f"{type(circuit_breaker).__name__}."
+            )
+        self.circuit_breaker = circuit_breaker
+        self.failover = _failover_clients(failover)
         self._sdk = SDKClients(settings, transport)
+        #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
+        self.endpoint = Endpoint.of(settings.model, settings.base_url)
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -297,13 +304,11 @@ class RerankClient:
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
-        if (
-            self.on_error != "fallback"
-            or isinstance(error, _NEVER_MASKED)
-            or getattr(error, "status_code", None) == 402
-        ):
+        if self.on_error != "fallback" or needs_fix(error):
             raise error
-        logger.warning(
+        # an open breaker was announced once (WARNING) when it opened: not again per call
+        logger.log(
+            logging.INFO if isinstance(error, CircuitOpenError) else logging.WARNING,
             "Rerank failed; returning %d candidates in retrieval order (on_error='fallback'): "
             "%s: %s",
             len(plan.spec.documents),
@@ -339,30 +344,69 @@ class RerankClient:
         )
 
     def execute(self, plan: CallPlan, deadline: Deadline | None = None) -> RerankResults:
-        """Send a call planned by :meth:`plan` and return its ranking.
+        """Send a call planned by :meth:`plan` and return its ranking (from this endpoint,
+        or a failover endpoint, or the fallback that ``on_error`` allows).
 
         ``deadline`` (default: one of this client's ``deadline`` seconds, from now) bounds
-        every send of the call; pass one along to share a budget with other work.
+        every send of the call, failover endpoints included; pass one along to share a
+        budget with other work.
         """
         deadline = deadline or Deadline.start(self.deadline)
+        try:
+            return self._attempt(plan, deadline)
+        except RerankError as exc:
+            if self.failover and not needs_fix(exc):
+                return failover(self, plan, exc, deadline)
+            return self._failed(plan, exc)
+
+    def _attempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
+        """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise."""
         keys: list[str] = []
         if self.cache is not None and plan.spec.documents:
             keys = plan.cache_keys()
             plan.use_cached(self.cache.mget(keys))
-        try:
-            requests = plan.requests()
-            if len(requests) <= 1 or self.max_concurrency == 1:
-                answers = [self._sdk.send(kwargs, deadline) for kwargs in requests]
-            else:
-                answers = self._send_concurrently(requests, deadline)
-            for i, answer in enumerate(answers):
-                plan.absorb(i, answer)
-        except RerankError as exc:
-            return self._failed(plan, exc)
+        requests = plan.requests()
+        if requests:
+            probe = self._admit()
+            try:
+                if len(requests) <= 1 or self.max_concurrency == 1:
+                    answers = [self._sdk.send(kwargs, deadline) for kwargs in requests]
+                else:
+                    answers = self._send_concurrently(requests, deadline)
+                for i, answer in enumerate(answers):
+                    plan.absorb(i, answer)
+            except BaseException as exc:
+                self._record(probe, exc)
+                raise
+            self._record(probe, None)
         fresh = plan.fresh_scores(keys) if keys else []
         if fresh:
             self.cache.mset(fresh)  # type: ignore[union-attr]
-        return plan.results()
+        return self._served(plan.results())
+
+    # -- circuit breaker -----------------------------------------------------------------
+    def _admit(self) -> bool:
+        """Raise CircuitOpenError while the breaker is open; True for a half-open probe."""
+        breaker = self.circuit_breaker
+        return False if breaker is None else breaker.admit(str(self.endpoint))
+
+    def _record(self, probe: bool, error: BaseException | None) -> None:
+        breaker = self.circuit_breaker
+        if breaker is None:
+            return
+        if error is None:
+            outcome = SUCCESS
+        elif isinstance(error, RerankError) and not needs_fix(error):
+            outcome = FAILURE
+        else:  # an error to fix, a cancellation, a bug: says nothing about the endpoint
+            # (a whole-call deadline that expires mid-request must surface here as a
+            # RerankTimeoutError, not only as a cancellation, to count as a failure)
+            outcome = NEUTRAL
+        breaker.record(probe, outcome, str(self.endpoint))
+
+    def _served(self, results: RerankResults) -> RerankResults:
+        results.served_by = self.endpoint
+        return results
 
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
         """One relevance score per document, in input order (identical documents share
@@ -373,7 +417,7 @@ class RerankClient:
         if results.fallback:
             assert results.error is not None
             raise results.error
-        return plan.position_scores()
+        return plan.position_scores(results)
 
     def _send_concurrently(
         self, requests: list[dict[str, Any]], deadline: Deadline | None
@@ -422,24 +466,37 @@ class RerankClient:
     async def aexecute(self, plan: CallPlan, deadline: Deadline | None = None) -> RerankResults:
         """Async :meth:`execute`: batches run concurrently on the event loop."""
         deadline = deadline or Deadline.start(self.deadline)
+        try:
+            return await self._aattempt(plan, deadline)
+        except RerankError as exc:
+            if self.failover and not needs_fix(exc):
+                return await afailover(self, plan, exc, deadline)
+            return self._failed(plan, exc)
+
+    async def _aattempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
+        """Async :meth:`_attempt`."""
         keys: list[str] = []
         if self.cache is not None and plan.spec.documents:
             keys = plan.cache_keys()
             plan.use_cached(await amget(self.cache, keys))
-        try:
-            requests = plan.requests()
-            if len(requests) <= 1:
-                answers = [await self._sdk.asend(kwargs, deadline) for kwargs in requests]
-            else:
-                answers = await self._asend_concurrently(requests, deadline)
-            for i, answer in enumerate(answers):
-                plan.absorb(i, answer)
-        except RerankError as exc:
-            return self._failed(plan, exc)
+        requests = plan.requests()
+        if requests:
+            probe = self._admit()
+            try:
+                if len(requests) <= 1:
+                    answers = [await self._sdk.asend(kwargs, deadline) for kwargs in requests]
+                else:
+                    answers = await self._asend_concurrently(requests, deadline)
+                for i, answer in enumerate(answers):
+                    plan.absorb(i, answer)
+            except BaseException as exc:
+                self._record(probe, exc)
+                raise
+            self._record(probe, None)
         fresh = plan.fresh_scores(keys) if keys else []
         if fresh:
             await amset(self.cache, fresh)
-        return plan.results()
+        return self._served(plan.results())
 
     async def _asend_concurrently(
         self, requests: list[dict[str, Any]], deadline: Deadline | None
@@ -466,3 +523,23 @@ class RerankClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+
+def _failover_clients(failover: Any) -> tuple[RerankClient, ...]:
+    if isinstance(failover, RerankClient):
+        return (failover,)
+    try:
+        if isinstance(failover, (str, bytes)):
+            raise TypeError
+        clients = tuple(failover or ())
+    except TypeError:
+        raise RerankConfigError(
+            f"`failover` must be a sequence of RerankClient; got {type(failover).__name__}."
+        ) from None
+    for i, client in enumerate(clients):
+        if not isinstance(client, RerankClient):
+            raise RerankConfigError(
+                f"failover[{i}] is a {type(client).__name__}; pass RerankClient objects (each "
+                "with its own key, base_url and model)."
+            )
+    return clients

@@ -18,7 +18,8 @@ The tree::
     │   ├── ServerError                  5xx, after the SDK's retries
     │   └── CrossOriginRedirectError     3xx to another origin: refused, not followed
     ├── RerankConnectionError            could not reach the server, after retries
-    │   └── RerankTimeoutError (TimeoutError)   attempts timed out, or `deadline` reached
+    │   ├── RerankTimeoutError (TimeoutError)   attempts timed out, or `deadline` reached
+    │   └── CircuitOpenError             the circuit breaker is open: nothing was sent
     └── MalformedResponseError           untrustworthy answer: bad JSON, indices or scores
 
 Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CrossOriginRedirectError",
+    "CircuitOpenError",
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",
@@ -113,8 +115,31 @@ class RerankTimeoutError(RerankConnectionError, TimeoutError):
     was reached (the message says which)."""
 
 
+class CircuitOpenError(RerankConnectionError):
+    """The endpoint's circuit breaker is open (it kept failing): the call failed at once,
+    without sending anything. ``on_error="fallback"`` and ``failover=`` cover it."""
+
+
 class MalformedResponseError(RerankError):
     """The server's answer cannot be turned into a trustworthy ranking."""
+
+
+def needs_fix(error: BaseException) -> bool:
+    """True for errors that are the caller's to fix rather than the service's to recover
+    from: bad configuration or input, 401/403, 400/422, 404, 402, and a refused
+    cross-origin redirect. Fallback never hides them, failover does not move past them, and
+    circuit breakers do not count them."""
+    return isinstance(error, _NEEDS_FIX) or getattr(error, "status_code", None) == 402
+
+
+_NEEDS_FIX = (
+    AuthenticationError,
+    BadRequestError,
+    CrossOriginRedirectError,
+    EndpointNotFoundError,
+    RerankConfigError,
+    RerankInputError,
+)
 
 
 def _scrub(text: str, secret: str | None) -> str:

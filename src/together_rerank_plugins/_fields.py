@@ -115,6 +115,20 @@ class RerankFields(BaseModel):
         repr=False,
         description="An httpx transport used instead of the network (tests, proxies).",
     )
+    circuit_breaker: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="A together_rerank_plugins.CircuitBreaker (shared by every user of it): "
+        "fail at once, without sending, while the endpoint keeps failing.",
+    )
+    failover: Any = Field(
+        default=(),
+        exclude=True,
+        repr=False,
+        description="RerankClient objects tried in order when this endpoint fails (the "
+        "answering endpoint is in metadata['rerank_served_by']).",
+    )
 
     _client: RerankClient = PrivateAttr()
 
@@ -135,8 +149,11 @@ class RerankFields(BaseModel):
 
     #: the adapter's API key field (each framework names it its own way)
     _KEY_FIELD: ClassVar[str] = "api_key"
-    #: fields never pickled: the key, and objects that hold connections or code
-    _NOT_PICKLED: ClassVar[frozenset[str]] = frozenset({"transport", "cache", "tokenizer"})
+    #: fields never pickled: the key, and objects that hold connections, locks, code or
+    #: (failover clients) other keys; copies share them
+    _NOT_PICKLED: ClassVar[frozenset[str]] = frozenset(
+        {"transport", "cache", "tokenizer", "circuit_breaker", "failover"}
+    )
 
     def _secret_key(self) -> Any:
         return getattr(self, self._KEY_FIELD)
@@ -182,6 +199,8 @@ class RerankFields(BaseModel):
             on_error=self.on_error,
             transport=self.transport,
             deadline=self.deadline,
+            circuit_breaker=self.circuit_breaker,
+            failover=self.failover,
         )
         # Record what was resolved from the environment, so to_dict()/model_dump() describe
         # the endpoint actually used (credentials in base_url redacted, like the key).

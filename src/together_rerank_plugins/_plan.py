@@ -294,10 +294,12 @@ class CallPlan:
             duplicates=len(self._unique_of) - len(self._uniques),
         )
 
-    def position_scores(self) -> list[float]:
+    def position_scores(self, results: Sequence[RerankResult] | None = None) -> list[float]:
         """One score per input position (copies share theirs); for a call planned with
-        neither ``top_n`` nor ``score_threshold``."""
-        scores = {r.index: r.relevance_score for r in self.results()}
+        neither ``top_n`` nor ``score_threshold``. ``results``: the ranking of this call
+        (default: this plan's; a failover endpoint's comes from its own plan)."""
+        ranked = self.results() if results is None else results
+        scores = {r.index: r.relevance_score for r in ranked}
         return [scores[self._first_of[u]] for u in self._unique_of]
 
     def fallback(self, error: Any) -> RerankResults:

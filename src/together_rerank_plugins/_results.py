@@ -15,6 +15,8 @@ from ._errors import MalformedResponseError, RerankError
 
 __all__ = [
     "FALLBACK_KEY",
+    "SERVED_BY_KEY",
+    "Endpoint",
     "RerankResult",
     "RerankResults",
     "Usage",
@@ -25,6 +27,28 @@ __all__ = [
 #: Metadata key both adapters set to True on results of an ``on_error="fallback"`` answer
 #: (the retrieval order, kept because reranking failed).
 FALLBACK_KEY = "rerank_fallback"
+#: Metadata key both adapters set (to ``str(results.served_by)``) on results that a
+#: ``failover=`` endpoint scored, because the primary failed.
+SERVED_BY_KEY = "rerank_served_by"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Which endpoint scored a call: its ``model`` and ``base_url`` (never credentials:
+    a user name or password in the URL is dropped). ``str()`` gives ``"model @ base_url"``."""
+
+    model: str
+    base_url: str
+
+    @classmethod
+    def of(cls, model: str, base_url: str) -> Endpoint:
+        scheme, sep, rest = base_url.partition("://")
+        host, slash, path = rest.partition("/")
+        host = host.rpartition("@")[2]  # drop user:password@, if any
+        return cls(model, f"{scheme}{sep}{host}{slash}{path}")
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.base_url}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +85,8 @@ class RerankResults(list[RerankResult]):
     - ``duplicates``: candidates whose text repeated an earlier one (scored once);
     - ``fallback``: True when ``on_error="fallback"`` returned the retrieval order because
       reranking failed; ``error`` is then the :class:`RerankError` that was absorbed.
+    - ``served_by``: the :class:`Endpoint` whose scores these are (None on fallback);
+      ``failed_over`` is True when that is a ``failover=`` endpoint, not the primary.
     """
 
     usage: Usage
@@ -70,6 +96,8 @@ class RerankResults(list[RerankResult]):
     duplicates: int
     fallback: bool
     error: RerankError | None
+    served_by: Endpoint | None
+    failed_over: bool
 
     def __init__(
         self,
@@ -82,6 +110,8 @@ class RerankResults(list[RerankResult]):
         duplicates: int = 0,
         fallback: bool = False,
         error: RerankError | None = None,
+        served_by: Endpoint | None = None,
+        failed_over: bool = False,
     ) -> None:
         super().__init__(results)
         self.usage = usage or Usage()
@@ -91,6 +121,8 @@ class RerankResults(list[RerankResult]):
         self.duplicates = duplicates
         self.fallback = fallback
         self.error = error
+        self.served_by = served_by
+        self.failed_over = failed_over
 
 
 def _bad(detail: str) -> MalformedResponseError:

@@ -34,9 +34,15 @@ from pydantic import ConfigDict, Field, SecretStr
 from ._errors import RerankConfigError, RerankInputError
 from ._fields import UNSET, RerankFields
 from ._inputs import require_sequence, structured_document
-from ._results import FALLBACK_KEY, RerankResults
+from ._results import FALLBACK_KEY, SERVED_BY_KEY, RerankResults
 
-__all__ = ["FALLBACK_KEY", "RELEVANCE_SCORE_KEY", "TogetherCrossEncoder", "TogetherRerank"]
+__all__ = [
+    "FALLBACK_KEY",
+    "RELEVANCE_SCORE_KEY",
+    "SERVED_BY_KEY",
+    "TogetherCrossEncoder",
+    "TogetherRerank",
+]
 
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
@@ -68,7 +74,8 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
 
     Returns copies of the best documents (``Document.model_copy``), so ``id`` and metadata are
     kept and the caller's documents are never modified; each copy carries
-    ``metadata["relevance_score"]``.
+    ``metadata["relevance_score"]`` and, when a ``failover=`` endpoint scored it,
+    ``metadata["rerank_served_by"]``.
 
     Configuration: ``model``, ``top_n`` (default 5; None keeps all), ``api_key`` (alias
     ``together_api_key``), ``base_url``, ``timeout``, ``max_retries``, ``score_threshold``;
@@ -134,6 +141,8 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
                 if results.fallback
                 else {RELEVANCE_SCORE_KEY: r.relevance_score}
             )
+            if results.failed_over:
+                extra[SERVED_BY_KEY] = str(results.served_by)
             out.append(doc.model_copy(update={"metadata": {**doc.metadata, **extra}}))
         return out
 
@@ -286,6 +295,12 @@ def _as_dicts(results: RerankResults) -> list[dict[str, Any]]:
     """langchain-cohere's shape; a fallback answer says so instead of carrying NaN scores."""
     if results.fallback:
         return [{"index": r.index, "relevance_score": None, FALLBACK_KEY: True} for r in results]
+    if results.failed_over:
+        served = str(results.served_by)
+        return [
+            {"index": r.index, "relevance_score": r.relevance_score, SERVED_BY_KEY: served}
+            for r in results
+        ]
     return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
 
 

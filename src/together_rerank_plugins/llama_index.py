@@ -39,9 +39,15 @@ from ._errors import RerankInputError
 from ._fields import RerankFields
 from ._inputs import require_sequence, structured_document
 from ._plan import CallPlan
-from ._results import FALLBACK_KEY, RerankResults
+from ._results import FALLBACK_KEY, SERVED_BY_KEY, RerankResults
 
-__all__ = ["FALLBACK_KEY", "RETRIEVAL_SCORE_KEY", "USAGE_PAYLOAD_KEY", "TogetherRerank"]
+__all__ = [
+    "FALLBACK_KEY",
+    "RETRIEVAL_SCORE_KEY",
+    "SERVED_BY_KEY",
+    "USAGE_PAYLOAD_KEY",
+    "TogetherRerank",
+]
 
 dispatcher = get_dispatcher(__name__)
 
@@ -59,8 +65,9 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     The text sent for each node is ``node.get_content(metadata_mode=metadata_mode)``. The
     returned nodes are new ``NodeWithScore`` objects whose ``score`` is the relevance score;
     the node copies keep their ``id_`` and metadata, plus the retrieval score under
-    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text). The caller's
-    nodes are never modified.
+    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text), and, when a
+    ``failover=`` endpoint scored them, ``metadata["rerank_served_by"]`` (excluded too).
+    The caller's nodes are never modified.
 
     Configuration: ``model``, ``top_n`` (default 5; None keeps all), ``api_key``,
     ``base_url``, ``timeout``, ``max_retries``, ``score_threshold``; arguments win over the
@@ -138,6 +145,8 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
                 extra[RETRIEVAL_SCORE_KEY] = original.score
             if results.fallback:
                 extra[FALLBACK_KEY] = True
+            elif results.failed_over:
+                extra[SERVED_BY_KEY] = str(results.served_by)
             hidden = [k for k in extra if k not in node.metadata]
             update: dict[str, Any] = {"metadata": {**node.metadata, **extra}}  # always a copy
             if hidden:

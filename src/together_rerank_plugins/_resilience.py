@@ -1,0 +1,111 @@
+"""Failover: when the primary endpoint fails, score the same call on the next endpoint.
+
+:meth:`RerankClient.execute` calls :func:`failover` (or :func:`afailover`) once the primary
+has failed with an error that fallback covers (a timeout, a connection error, 429 or 5xx
+after retries, a malformed answer, an open circuit breaker). Each ``failover=`` client is
+tried in order; the first that answers scores the call. If every one fails, the primary's
+``on_error`` decides: raise the last error, or fall back to the retrieval order.
+
+What a failover endpoint takes from where:
+
+- **its own configuration**: key, ``base_url``, ``model``, ``timeout``, ``max_retries``,
+  ``circuit_breaker``, ``transport``, batch size and concurrency, long-document policy and
+  token budget (they belong to its model), and its ``cache``;
+- **the call**: query, documents, ``top_n``, ``rank_fields``, ``score_threshold``, and the
+  primary's ``dedupe`` (it shapes the answer the caller gets back);
+- not used: its own ``on_error`` and ``failover`` (the chain is the primary's, one level).
+
+Scores are never mixed: the call is planned afresh for the failover endpoint, so every
+score of the ranking comes from that endpoint (or its own cache). Scores of a primary
+batch that answered before another batch failed, and the primary's cached scores, are
+dropped. Failover scores are written to the failover client's own cache (its keys carry its
+model), never to the primary's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ._config import accepts_rank_fields
+from ._deadline import Deadline
+from ._errors import CircuitOpenError, RerankError, RerankInputError, needs_fix
+from ._plan import CallPlan
+from ._results import RerankResults
+
+if TYPE_CHECKING:
+    from ._client import RerankClient
+
+__all__ = ["afailover", "failover", "replan"]
+
+logger = logging.getLogger("together_rerank_plugins")
+
+
+def replan(plan: CallPlan, client: RerankClient) -> CallPlan:
+    """The same call, planned from scratch for ``client`` (its model, limits and cache)."""
+    spec = plan.spec
+    if spec.rank_fields and not accepts_rank_fields(client.model):
+        raise RerankInputError(
+            f"The failover endpoint {client.endpoint} cannot rank object documents with "
+            "`rank_fields` (Llama-Rank endpoints only); give it a Llama-Rank model or call "
+            "without `rank_fields`."
+        )
+    options = replace(client._plan_options(spec), dedupe=plan.options.dedupe)
+    return CallPlan(spec, options)
+
+
+def _moving_on(source: RerankClient, target: RerankClient, error: RerankError) -> None:
+    # an open breaker was already announced once, when it opened: do not repeat it per call
+    level = logging.INFO if isinstance(error, CircuitOpenError) else logging.WARNING
+    logger.log(
+        level,
+        "Rerank failed on %s (%s: %s); trying the failover endpoint %s",
+        source.endpoint,
+        type(error).__name__,
+        error,
+        target.endpoint,
+    )
+
+
+def _answered(results: RerankResults, client: RerankClient) -> RerankResults:
+    results.failed_over = True
+    logger.debug("Rerank served by the failover endpoint %s", client.endpoint)
+    return results
+
+
+def failover(
+    primary: RerankClient, plan: CallPlan, error: RerankError, deadline: Deadline | None = None
+) -> RerankResults:
+    """Try each of ``primary.failover`` in order after the primary failed with ``error``.
+
+    The whole chain runs inside the primary's ``execute`` call, so a whole-call deadline
+    around it covers every endpoint; an endpoint reached with no time left fails like any
+    other (and its breaker counts it only if it was sent something).
+    """
+    source = primary
+    for client in primary.failover:
+        _moving_on(source, client, error)
+        try:
+            return _answered(client._attempt(replan(plan, client), deadline), client)
+        except RerankError as exc:
+            if needs_fix(exc):  # this endpoint's configuration is wrong: say so
+                raise
+            source, error = client, exc
+    return primary._failed(plan, error)
+
+
+async def afailover(
+    primary: RerankClient, plan: CallPlan, error: RerankError, deadline: Deadline | None = None
+) -> RerankResults:
+    """Async :func:`failover`."""
+    source = primary
+    for client in primary.failover:
+        _moving_on(source, client, error)
+        try:
+            return _answered(await client._aattempt(replan(plan, client), deadline), client)
+        except RerankError as exc:
+            if needs_fix(exc):
+                raise
+            source, error = client, exc
+    return primary._failed(plan, error)
