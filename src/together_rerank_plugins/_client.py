@@ -13,7 +13,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._cache import InMemoryScoreStore, ScoreStore, amget, amset, wrap_framework_store
+from ._cache import (
+    GuardedStore,
+    InMemoryScoreStore,
+    ScoreStore,
+    endpoint_identity,
+    tokenizer_identity,
+    wrap_framework_store,
+)
 from ._config import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -176,6 +183,19 @@ class RerankClient:
         self.tokenizer = tokenizer
         self.on_error = on_error
         self._sdk = SDKClients(settings, transport)
+        self._tokenizer_id = tokenizer_identity(tokenizer)
+        if self._tokenizer_id is None and long_documents != "error":
+            if cache is True:  # a private store: this client's one tokenizer is identity enough
+                self._tokenizer_id = "private"
+            elif self.cache is not None:
+                logger.warning(
+                    "The score cache is off: `tokenizer` %r has no `cache_id`, so scores of "
+                    "long documents cut by it cannot be told apart from other tokenizers' in "
+                    "a shared store. Set `tokenizer.cache_id = '<name>'` to cache.",
+                    getattr(tokenizer, "__name__", type(tokenizer).__name__),
+                )
+                self.cache = None
+        self._store = GuardedStore(self.cache) if self.cache is not None else None
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -275,6 +295,8 @@ class RerankClient:
             max_tokens_per_doc=self.max_tokens_per_doc,
             count_tokens=self.tokenizer or estimate_tokens,
             fast_upper_bound=0 if self.tokenizer else 3,
+            endpoint=endpoint_identity(self.base_url),
+            tokenizer_id=self._tokenizer_id or "-",
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
@@ -322,9 +344,9 @@ class RerankClient:
     def execute(self, plan: CallPlan) -> RerankResults:
         """Send a call planned by :meth:`plan` and return its ranking."""
         keys: list[str] = []
-        if self.cache is not None and plan.spec.documents:
+        if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
-            plan.use_cached(self.cache.mget(keys))
+            plan.use_cached(self._store.mget(keys))
         try:
             requests = plan.requests()
             if len(requests) <= 1 or self.max_concurrency == 1:
@@ -336,8 +358,8 @@ class RerankClient:
         except RerankError as exc:
             return self._failed(plan, exc)
         fresh = plan.fresh_scores(keys) if keys else []
-        if fresh:
-            self.cache.mset(fresh)  # type: ignore[union-attr]
+        if fresh and self._store is not None:
+            self._store.mset(fresh)
         return plan.results()
 
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
@@ -396,9 +418,9 @@ class RerankClient:
     async def aexecute(self, plan: CallPlan) -> RerankResults:
         """Async :meth:`execute`: batches run concurrently on the event loop."""
         keys: list[str] = []
-        if self.cache is not None and plan.spec.documents:
+        if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
-            plan.use_cached(await amget(self.cache, keys))
+            plan.use_cached(await self._store.amget(keys))
         try:
             requests = plan.requests()
             if len(requests) <= 1:
@@ -410,8 +432,8 @@ class RerankClient:
         except RerankError as exc:
             return self._failed(plan, exc)
         fresh = plan.fresh_scores(keys) if keys else []
-        if fresh:
-            await amset(self.cache, fresh)
+        if fresh and self._store is not None:
+            await self._store.amset(fresh)
         return plan.results()
 
     async def _asend_concurrently(self, requests: list[dict[str, Any]]) -> list[Any]:
