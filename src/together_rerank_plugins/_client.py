@@ -38,6 +38,7 @@ from ._errors import (
     RerankConfigError,
     RerankError,
     RerankInputError,
+    scrub_error,
 )
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
@@ -300,6 +301,7 @@ class RerankClient:
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
+        scrub_error(error, self._sdk.settings.api_key)  # logged or raised: never the key
         if (
             self.on_error != "fallback"
             or isinstance(error, _NEVER_MASKED)
