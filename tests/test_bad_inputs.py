@@ -577,6 +577,48 @@ def _(mp: pytest.MonkeyPatch) -> None:
     assert rec.bodies == []
 
 
+@row("non-string-mapping-key")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    for doc in ({1: "a", "b": "c"}, {1: "a"}, {"text": {2: "x", "y": "z"}}):
+        input_error(lambda d=doc: core(rec).rerank("q", [d]), "not a string")
+        input_error(lambda d=doc: run(core(rec).arerank("q", [d])), "not a string")
+        input_error(lambda d=doc: lc(rec).rerank([d], "q"), "not a string")
+    assert rec.bodies == []
+
+
+@row("lone-surrogate-in-mapping")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    key_doc = {"te\ud800xt": "Paris"}
+    tuple_doc = {"text": ("Paris\ud800",)}
+    assert ranked(core(rec).rerank("Paris", [key_doc])) == [(0, 1.0)]
+    assert rec.sent[-1] == {"te\ufffdxt": "Paris"}
+    assert [r.index for r in run(core(rec).arerank("Paris", [tuple_doc]))] == [0]
+    assert rec.sent[-1] == {"text": ["Paris\ufffd"]}
+    assert key_doc == {"te\ud800xt": "Paris"}  # the caller's document is unchanged
+    # two keys that become one once cleaned: refused, never merged
+    input_error(lambda: core(rec).rerank("q", [{"a\ud800": 1, "a\udc00": 2}]), "rename one")
+
+
+@row("lone-surrogate-in-rank-fields")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    # cleaned as the keys are, so they still name the same field
+    docs = [{"t\ud800": "Paris", "text": "x"}, {"t\ud800": "Rome", "text": "y"}]
+    for results in (
+        core(rec).rerank("Paris", docs, rank_fields=["t\ud800"]),
+        run(core(rec).arerank("Paris", docs, rank_fields=["t\ud800"])),
+    ):
+        assert [r.index for r in results] == [0, 1]
+        assert rec.bodies[-1]["rank_fields"] == ["t\ufffd"]
+    sent = len(rec.bodies)
+    input_error(
+        lambda: core(rec).rerank("q", [{"text": "a"}], rank_fields=["t\ud800"]), "rank_fields"
+    )
+    assert len(rec.bodies) == sent
+
+
 # -- the tests ----------------------------------------------------------------------------
 @pytest.mark.parametrize("check", ROWS)
 def test_bad_input(check: Check, monkeypatch: pytest.MonkeyPatch) -> None:
