@@ -598,7 +598,8 @@ def _(mp: pytest.MonkeyPatch) -> None:
     assert rec.sent[-1] == {"text": ["Paris\ufffd"]}
     assert key_doc == {"te\ud800xt": "Paris"}  # the caller's document is unchanged
     # two keys that become one once cleaned: refused, never merged
-    input_error(lambda: core(rec).rerank("q", [{"a\ud800": 1, "a\udc00": 2}]), "rename one")
+    twins = dict([("a\ud800", 1), ("a\udc00", 2)])
+    input_error(lambda: core(rec).rerank("q", [twins]), "rename one")
 
 
 @row("lone-surrogate-in-rank-fields")
