@@ -26,6 +26,7 @@ from ._errors import (
     RerankTimeoutError,
     ServerError,
 )
+from ._redis import RedisScoreStore
 from ._results import RerankResult, RerankResults, Usage
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",
+    "RedisScoreStore",
     "InMemoryScoreStore",
     "RerankClient",
     "RerankConfigError",
