@@ -48,11 +48,11 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     raw = redis.Redis.from_url(redis_server.url)
     raw.flushall()
     raw.close()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture
@@ -165,7 +165,8 @@ async def test_corrupt_values_in_redis_are_scored_again(mode: str, redis_url: st
     raw = redis.Redis.from_url(redis_url)
     store = RedisScoreStore(raw)
     await call(client(store), mode, QUERY, DOCS[:4])
-    for key, junk in zip(raw.keys("together-rerank:*"), [b"nan", b"inf", b"9" * 400, b"\xff"]):
+    junk_values = [b"nan", b"inf", b"9" * 400, b"\xff"]
+    for key, junk in zip(raw.keys("together-rerank:*"), junk_values, strict=True):
         raw.set(key, junk)
     endpoint = pointwise_endpoint()
     results = await call(client(store, endpoint), mode, QUERY, DOCS[:4], top_n=None)
