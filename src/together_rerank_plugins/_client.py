@@ -101,7 +101,11 @@ class RerankClient:
     - Identical candidates are scored once. ``dedupe=True`` (default) returns only the first
       occurrence; ``dedupe=False`` returns every occurrence with the shared score.
     - ``cache``: ``True`` for an in-memory LRU of scores, or any store with
-      ``mget``/``mset``; only documents that miss are sent.
+      ``mget``/``mset`` (:class:`RedisScoreStore` shares one across replicas); only
+      documents that miss are sent. Keys hold everything that changes a score (endpoint,
+      model, query, document, rank fields, long-document settings, tokenizer identity); a
+      store's non-finite values, wrong-length answers and exceptions are misses (one
+      WARNING until it works again), never a failed call.
     - ``long_documents``: ``"chunk"`` (default: overlapping windows, best window's score),
       ``"truncate"`` or ``"error"`` for documents over ``max_tokens_per_doc`` (default: the
       model's, 8,192 for Llama-Rank; the query counts against it). Counts are estimated
