@@ -302,3 +302,22 @@ async def test_a_store_that_raises_is_a_miss_logged_once_until_it_works_again(
     store.down = True
     await call(client, mode, "cats", DOCS)
     assert len(warnings()) == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_plan_sent_by_another_client_bypasses_the_cache(mode: str) -> None:
+    """A failover sends one client's plan through another (other endpoint, maybe another
+    model): its scores must not be stored under, nor read from, the first one's keys."""
+    store = InMemoryScoreStore()
+    primary = make(pointwise_endpoint(), cache=store, base_url="http://primary:8000")
+    backup_endpoint = pointwise_endpoint()
+    backup = make(backup_endpoint, cache=store, base_url="http://backup:8000")
+    primary.rerank(QUERY, DOCS)  # cached under the primary's keys
+    plan = primary.plan(QUERY, DOCS, top_n=None)
+    if mode == "sync":
+        results = backup.execute(plan)
+    else:
+        results = await backup.aexecute(plan)
+    assert results.cache_hits == 0
+    assert sent_documents(backup_endpoint) == DOCS
+    assert len(store) == len(DOCS)  # nothing written under the primary's keys by the backup

@@ -304,6 +304,14 @@ class RerankClient:
             tokenizer_id=self._tokenizer_id or "-",
         )
 
+    def _keys_are_mine(self, plan: CallPlan) -> bool:
+        """True when ``plan`` was planned for this client's endpoint and model: a plan made
+        by another client (a failover, a second endpoint) is sent without the cache, so its
+        keys, which name the other endpoint, never label this one's scores."""
+        return plan.options.endpoint == endpoint_identity(self.base_url) and (
+            plan.options.model == self.model
+        )
+
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
         scrub_error(error, self._sdk.settings.api_key)  # logged or raised: never the key
         if (
@@ -350,7 +358,7 @@ class RerankClient:
     def execute(self, plan: CallPlan) -> RerankResults:
         """Send a call planned by :meth:`plan` and return its ranking."""
         keys: list[str] = []
-        if self._store is not None and plan.spec.documents:
+        if self._store is not None and plan.spec.documents and self._keys_are_mine(plan):
             keys = plan.cache_keys()
             plan.use_cached(self._store.mget(keys))
         try:
@@ -424,7 +432,7 @@ class RerankClient:
     async def aexecute(self, plan: CallPlan) -> RerankResults:
         """Async :meth:`execute`: batches run concurrently on the event loop."""
         keys: list[str] = []
-        if self._store is not None and plan.spec.documents:
+        if self._store is not None and plan.spec.documents and self._keys_are_mine(plan):
             keys = plan.cache_keys()
             plan.use_cached(await self._store.amget(keys))
         try:
