@@ -443,6 +443,51 @@ def _(mp: pytest.MonkeyPatch) -> None:
     )
 
 
+@row("oversized-number-from-server")
+def _(mp: pytest.MonkeyPatch) -> None:
+    for field in ("relevance_score", "index"):
+        other = "index" if field == "relevance_score" else "relevance_score"
+        body = b'{"results": [{"%s": %s, "%s": 0}]}' % (
+            field.encode(),
+            b"9" * 400,
+            other.encode(),
+        )
+        refuses(
+            lambda b=body: core(raw_reply(b)).rerank("q", DOCS[:1]),
+            "digits",
+            trp.MalformedResponseError,
+        )
+    huge = raw_reply(b'{"results": [{"index": 0, "relevance_score": 1%s}]}' % (b"0" * 400))
+    assert run(core(huge, on_error="fallback").arerank("q", DOCS[:1])).fallback
+
+
+@row("deeply-nested-answer")
+def _(mp: pytest.MonkeyPatch) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    refuses(
+        lambda: core(raw_reply(body)).rerank("q", DOCS[:1]), "nested", trp.MalformedResponseError
+    )
+    refuses(
+        lambda: lc(raw_reply(body)).compress_documents(documents(DOCS[:1]), "q"),
+        "nested",
+        trp.MalformedResponseError,
+    )
+
+
+@row("key-echoed-in-answer")
+def _(mp: pytest.MonkeyPatch) -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        score = json.dumps(request.headers["authorization"])
+        return httpx.Response(
+            200, content=b'{"results": [{"index": 0, "relevance_score": %s}]}' % score.encode()
+        )
+
+    with pytest.raises(trp.MalformedResponseError) as info:
+        core(echo).rerank("q", DOCS[:1])
+    assert TEST_KEY not in str(info.value)
+    assert "a string of" in str(info.value)
+
+
 @row("infinite-score-from-server")
 def _(mp: pytest.MonkeyPatch) -> None:
     for token in (b"Infinity", b"-Infinity", b"1e999"):
