@@ -242,3 +242,31 @@ def test_the_store_repr_shows_no_password(opened: list[Any]) -> None:
     opened.append(store)
     assert "s3cret" not in repr(store)
     assert repr(store) == "RedisScoreStore(client=Redis, ttl=5, prefix='together-rerank:')"
+
+
+async def test_an_async_redis_client_serves_the_async_path(redis_url: str) -> None:
+    """With ``async_client``, ``arerank`` reads and writes through redis.asyncio."""
+    import redis.asyncio
+
+    sync_client = redis.Redis.from_url(redis_url)
+    async_client = redis.asyncio.Redis.from_url(redis_url)
+    calls: list[str] = []
+
+    class Counting(RedisScoreStore):
+        async def amget(self, keys: Any) -> list[float | None]:
+            calls.append("amget")
+            return await super().amget(keys)
+
+    try:
+        store = Counting(sync_client, async_client=async_client, ttl=60)
+        first = await client(store).arerank(QUERY, DOCS[:5], top_n=None)
+        endpoint = pointwise_endpoint()
+        # another replica, sync only: it reads what the async path wrote
+        again = client(RedisScoreStore(sync_client), endpoint).rerank(QUERY, DOCS[:5], top_n=None)
+        assert endpoint.requests == []
+        assert again == first == expected_ranking(QUERY, DOCS[:5])
+        assert calls == ["amget"]
+        assert all(0 < sync_client.pttl(k) <= 60_000 for k in sync_client.keys("together-rerank:*"))
+    finally:
+        await async_client.aclose()
+        sync_client.close()
