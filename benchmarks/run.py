@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SECTIONS = ["cache", "overhead", "async", "batching", "imports", "production"]
+SECTIONS = ["cache", "redis", "overhead", "async", "batching", "imports", "production"]
 
 
 def _ensure_importable() -> None:
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     import bench_imports
     import bench_overhead
     import bench_production
+    import bench_redis_cache
     from _harness import BenchServer, Row
     from _report import machine_facts, table, verdict, write_doc
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else ()
     started = time.perf_counter()
     profiles: dict[str, tuple[float, int]] = {}
-    for module in (bench_async, bench_batching, bench_cache, bench_overhead):
+    for module in (bench_async, bench_batching, bench_cache, bench_overhead, bench_redis_cache):
         profiles.update(module.profiles())
 
     rows: list[Row] = []
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"together-rerank-plugins benchmarks ({'quick' if quick else 'full'} run)")
     with BenchServer(profiles) as server:
         section("cache", lambda: bench_cache.run(server))
+        section("redis", lambda: bench_redis_cache.run(server))
         section("overhead", lambda: bench_overhead.run(server, 40 if quick else 300))
         section("async", lambda: bench_async.run(server, 1 if quick else 7))
         section("batching", lambda: bench_batching.run(server, 1 if quick else 5))

@@ -25,6 +25,10 @@ kind                       what the client receives                             
 ``trickle``                the right answer, one byte every 50 ms (slowloris)     yes, after
                                                                                   `timeout`
 ``redirect_foreign``       307 to another origin (a second listener)              no
+``oversized_int_score``    200, one score an integer of 400 digits                no
+``deep_nesting``           200 whose body is 100,000 nested brackets              no
+``echoed_key``             200, one score is the request's ``Authorization``      no
+                           header (the API key must reach no message or log)
 =========================  =====================================================  ==========
 
 Rates are per kind and add up to at most 30% (:data:`MAX_TOTAL_RATE`). A query containing the
@@ -86,7 +90,16 @@ RETRIED = frozenset(
         "hang",
     }
 )
-NOT_RETRIED = frozenset({"truncated_json", "bad_index_range", "bad_index_duplicate"})
+# -- malformed 200 answers that once escaped as raw errors or leaked the key (issue 9) -----
+#: answers built from the correct one: an oversized number, a body nested past Python's
+#: recursion limit, the request's Authorization header echoed as a score
+MALFORMED_200 = frozenset({"oversized_int_score", "deep_nesting", "echoed_key"})
+_MALFORMED_200_RATES = {"oversized_int_score": 0.01, "deep_nesting": 0.01, "echoed_key": 0.01}
+# -- end of the malformed-200 block -----------------------------------------------------------
+
+NOT_RETRIED = frozenset({"truncated_json", "bad_index_range", "bad_index_duplicate"}) | (
+    MALFORMED_200
+)
 
 # -- wire faults (issue 9 items 5 and 9): a slowloris answer, a cross-origin redirect ------
 #: ``trickle``: a valid 200 answer sent one byte every :data:`TRICKLE_INTERVAL` seconds
@@ -106,20 +119,21 @@ MAX_TOTAL_RATE = 0.30
 
 #: 30% of requests in all, spread over every kind.
 DEFAULT_RATES: dict[str, float] = {
-    "429_retry_after_ms": 0.03,
+    "429_retry_after_ms": 0.02,
     "429_retry_after_0": 0.02,
     "429_bare": 0.02,
     "500": 0.02,
     "502": 0.02,
     "503": 0.02,
-    "504": 0.02,
+    "504": 0.01,
     "reset": 0.02,
     "disconnect": 0.02,
     "cut_transfer": 0.02,
-    "hang": 0.03,
+    "hang": 0.02,
     "truncated_json": 0.02,
     "bad_index_range": 0.02,
     "bad_index_duplicate": 0.02,
+    **_MALFORMED_200_RATES,
 }
 
 _FORCE_PREFIX = "inject-"
@@ -461,6 +475,8 @@ class _Server:
             body = body[: max(1, len(body) // 2)]
         elif kind in ("bad_index_range", "bad_index_duplicate"):
             body = self._corrupt(body, kind, n_docs=len(payload["documents"]))
+        elif kind in MALFORMED_200:
+            body = self._malformed(body, kind, request.headers)
         attempt = self._record(query, kind, received, request)
         headers = [("content-type", answer.headers.get("content-type", "application/json"))]
         data = _http(answer.status_code, headers, body)
@@ -532,6 +548,20 @@ class _Server:
                 await writer.wait_closed()
 
     # -- end of wire faults --------------------------------------------------------------
+    def _malformed(self, body: bytes, kind: str, headers: list[tuple[str, str]]) -> bytes:
+        """The malformed-200 block's answers (see :data:`MALFORMED_200`)."""
+        if kind == "deep_nesting":
+            return b"[" * 100_000 + b"]" * 100_000
+        payload: dict[str, Any] = json.loads(body)
+        victim = payload["results"][self._rng.randrange(len(payload["results"]))]
+        if kind == "oversized_int_score":
+            # raw JSON: a 400-digit integer (json.dumps would write it too, but keep it plain)
+            victim["relevance_score"] = "__HUGE__"
+            return json.dumps(payload).encode().replace(b'"__HUGE__"', b"9" * 400)
+        auth = {k.lower(): v for k, v in headers}.get("authorization", "")
+        victim["relevance_score"] = auth  # echoed_key: "Bearer <the key>"
+        return json.dumps(payload).encode()
+
     def _corrupt(self, body: bytes, kind: str, *, n_docs: int) -> bytes:
         payload: dict[str, Any] = json.loads(body)
         results = payload["results"]

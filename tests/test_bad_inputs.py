@@ -443,6 +443,51 @@ def _(mp: pytest.MonkeyPatch) -> None:
     )
 
 
+@row("oversized-number-from-server")
+def _(mp: pytest.MonkeyPatch) -> None:
+    for field in ("relevance_score", "index"):
+        other = "index" if field == "relevance_score" else "relevance_score"
+        body = b'{"results": [{"%s": %s, "%s": 0}]}' % (
+            field.encode(),
+            b"9" * 400,
+            other.encode(),
+        )
+        refuses(
+            lambda b=body: core(raw_reply(b)).rerank("q", DOCS[:1]),
+            "digits",
+            trp.MalformedResponseError,
+        )
+    huge = raw_reply(b'{"results": [{"index": 0, "relevance_score": 1%s}]}' % (b"0" * 400))
+    assert run(core(huge, on_error="fallback").arerank("q", DOCS[:1])).fallback
+
+
+@row("deeply-nested-answer")
+def _(mp: pytest.MonkeyPatch) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    refuses(
+        lambda: core(raw_reply(body)).rerank("q", DOCS[:1]), "nested", trp.MalformedResponseError
+    )
+    refuses(
+        lambda: lc(raw_reply(body)).compress_documents(documents(DOCS[:1]), "q"),
+        "nested",
+        trp.MalformedResponseError,
+    )
+
+
+@row("key-echoed-in-answer")
+def _(mp: pytest.MonkeyPatch) -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        score = json.dumps(request.headers["authorization"])
+        return httpx.Response(
+            200, content=b'{"results": [{"index": 0, "relevance_score": %s}]}' % score.encode()
+        )
+
+    with pytest.raises(trp.MalformedResponseError) as info:
+        core(echo).rerank("q", DOCS[:1])
+    assert TEST_KEY not in str(info.value)
+    assert "a string of" in str(info.value)
+
+
 @row("infinite-score-from-server")
 def _(mp: pytest.MonkeyPatch) -> None:
     for token in (b"Infinity", b"-Infinity", b"1e999"):
@@ -575,6 +620,49 @@ def _(mp: pytest.MonkeyPatch) -> None:
     input_error(lambda: lc(rec).compress_documents((d for d in documents(DOCS)), "q"), "list")
     input_error(lambda: lc(rec).rerank((t for t in DOCS), "q"), "list")
     assert rec.bodies == []
+
+
+@row("non-string-mapping-key")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    for doc in ({1: "a", "b": "c"}, {1: "a"}, {"text": {2: "x", "y": "z"}}):
+        input_error(lambda d=doc: core(rec).rerank("q", [d]), "not a string")
+        input_error(lambda d=doc: run(core(rec).arerank("q", [d])), "not a string")
+        input_error(lambda d=doc: lc(rec).rerank([d], "q"), "not a string")
+    assert rec.bodies == []
+
+
+@row("lone-surrogate-in-mapping")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    key_doc = {"te\ud800xt": "Paris"}
+    tuple_doc = {"text": ("Paris\ud800",)}
+    assert ranked(core(rec).rerank("Paris", [key_doc])) == [(0, 1.0)]
+    assert rec.sent[-1] == {"te\ufffdxt": "Paris"}
+    assert [r.index for r in run(core(rec).arerank("Paris", [tuple_doc]))] == [0]
+    assert rec.sent[-1] == {"text": ["Paris\ufffd"]}
+    assert key_doc == {"te\ud800xt": "Paris"}  # the caller's document is unchanged
+    # two keys that become one once cleaned: refused, never merged
+    twins = dict([("a\ud800", 1), ("a\udc00", 2)])
+    input_error(lambda: core(rec).rerank("q", [twins]), "rename one")
+
+
+@row("lone-surrogate-in-rank-fields")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    # cleaned as the keys are, so they still name the same field
+    docs = [{"t\ud800": "Paris", "text": "x"}, {"t\ud800": "Rome", "text": "y"}]
+    for results in (
+        core(rec).rerank("Paris", docs, rank_fields=["t\ud800"]),
+        run(core(rec).arerank("Paris", docs, rank_fields=["t\ud800"])),
+    ):
+        assert [r.index for r in results] == [0, 1]
+        assert rec.bodies[-1]["rank_fields"] == ["t\ufffd"]
+    sent = len(rec.bodies)
+    input_error(
+        lambda: core(rec).rerank("q", [{"text": "a"}], rank_fields=["t\ud800"]), "rank_fields"
+    )
+    assert len(rec.bodies) == sent
 
 
 # -- the tests ----------------------------------------------------------------------------

@@ -2,13 +2,15 @@
 
 :class:`tests.faults.FaultServer` answers correctly (the embedded lexical scorer) except that
 up to 30% of requests get a fault: 429 with and without ``Retry-After``, 500/502/503/504,
-connection resets and closes, a body cut mid-transfer, hangs, truncated JSON, wrong indices.
+connection resets and closes, a body cut mid-transfer, hangs, truncated JSON, wrong indices,
+a 400-digit score, a body nested 100,000 deep, the API key echoed back as a score.
 Calls go through the core and both adapters, sync (threads) and async (``asyncio.gather``).
 
 For every call the server's log says what each of its attempts got, so the outcome is
 predicted exactly: retried faults (429, 5xx, resets, hangs) are retried by the SDK up to
 ``max_retries``; the typed error of the last attempt's fault is raised after the last one; a
-malformed 200 is never retried and raises :class:`MalformedResponseError`; a call whose last
+malformed 200 is never retried and raises :class:`MalformedResponseError` (with no API key in
+its message, nor in any log line); a call whose last
 attempt was answered returns exactly the ranking ``lexical_scores`` gives. Each call also
 ends within ``timeout x (max_retries + 1)`` plus the SDK's backoff bound, leaves its inputs
 as they were, and the run leaks no thread, socket or task.
@@ -94,6 +96,9 @@ ERROR_FOR: dict[str, type[trp.RerankError]] = {
     # wire faults
     "trickle": trp.RerankTimeoutError,
     "redirect_foreign": trp.CrossOriginRedirectError,
+    "oversized_int_score": trp.MalformedResponseError,
+    "deep_nesting": trp.MalformedResponseError,
+    "echoed_key": trp.MalformedResponseError,
 }
 assert set(ERROR_FOR) == set(FAULT_KINDS)
 
@@ -458,6 +463,7 @@ class Report:
     errors: Counter[str] = field(default_factory=Counter)
     fallbacks: Counter[str] = field(default_factory=Counter)
     correct: int = 0
+    wrong: int = 0  # rankings returned that differ from the right one (must stay 0)
     problems: list[str] = field(default_factory=list)
 
     def add(self, other: Report) -> None:
@@ -468,6 +474,7 @@ class Report:
         self.errors += other.errors
         self.fallbacks += other.fallbacks
         self.correct += other.correct
+        self.wrong += other.wrong
 
     def line(self) -> str:
         faults = ", ".join(f"{k} {v}" for k, v in sorted(self.injected.items()))
@@ -479,6 +486,7 @@ class Report:
             f"{self.correct} correct rankings, {sum(self.errors.values())} typed errors "
             f"({errors})"
             + (f", {sum(self.fallbacks.values())} fallbacks ({fallbacks})" if fallbacks else "")
+            + f"; wrong rankings = {self.wrong}"
             + f"; {self.wall:.1f} s wall"
         )
 
@@ -512,6 +520,8 @@ def verify(
         if problem:
             report.problems.append(f"{tag}: {problem}")
         if o.error is not None:
+            if TEST_KEY in str(o.error) or TEST_KEY in repr(o.error):
+                report.problems.append(f"{tag}: the API key is in the error: {o.error!r}")
             if not isinstance(o.error, trp.RerankError):
                 report.problems.append(f"{tag}: untyped error {o.error!r}")
                 continue
@@ -539,6 +549,7 @@ def verify(
         if expected is not None and expected != OK:
             report.problems.append(f"{tag}: returned a ranking, expected {expected}")
         elif ranking != o.spec.expected():
+            report.wrong += 1
             report.problems.append(f"{tag}: wrong ranking {ranking} != {o.spec.expected()}")
         else:
             report.correct += 1
@@ -718,6 +729,8 @@ def test_each_fault_alone_gets_its_typed_error(
             problems.append(f"{tag}: expected {want_attempts} attempts")
         if type(result) is not ERROR_FOR[kind]:
             problems.append(f"{tag}: got {result!r}, expected {ERROR_FOR[kind].__name__}")
+        if TEST_KEY in str(result) or TEST_KEY in repr(result):
+            problems.append(f"{tag}: the API key is in the error: {result!r}")
         if elapsed > deadline(retries):
             problems.append(f"{tag}: over the {deadline(retries):.1f} s deadline")
         if kind in ("hang", "trickle") and elapsed < TIMEOUT * want_attempts * 0.95:
@@ -768,6 +781,9 @@ def test_fallback_mode_under_faults_returns_the_retrieval_order_flagged(
     fault_server.stop()
     report = verify(f"fallback {mode}", outcomes, fault_server, wall, fallback=True)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    leaked = [r.getMessage() for r in caplog.records if TEST_KEY in r.getMessage()]
+    if leaked:
+        report.problems.append(f"the API key is in {len(leaked)} log lines: {leaked[:2]}")
     if len(warnings) != sum(report.fallbacks.values()):
         report.problems.append(f"{len(warnings)} warnings for {report.fallbacks} fallbacks")
     if not report.fallbacks:

@@ -30,6 +30,7 @@ from ._errors import (
     RerankTimeoutError,
     ServerError,
 )
+from ._redis import RedisScoreStore
 from ._results import Endpoint, RerankResult, RerankResults, Usage
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "EndpointNotFoundError",
     "MalformedResponseError",
     "RateLimitError",
+    "RedisScoreStore",
     "InMemoryScoreStore",
     "RerankClient",
     "RerankConfigError",

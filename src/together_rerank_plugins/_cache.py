@@ -1,14 +1,22 @@
 """Per-document score cache: the key, the store protocol, and an in-memory LRU store.
 
 LlamaRank scores each (query, document) pair on its own, so a score can be reused for the
-same model, query, rank fields and document as sent, whatever else is in the list. A call
-then sends only the documents that miss: an overlapping candidate list is cheap, and a
-repeated query sends nothing.
+same endpoint, model, query, rank fields and document as sent, whatever else is in the list.
+A call then sends only the documents that miss: an overlapping candidate list is cheap, and
+a repeated query sends nothing.
+
+The key holds every input that can change a score (:func:`cache_key`): the endpoint (its
+URL without credentials) and model, the query, the rank fields, the long-document policy
+and budget, the tokenizer's identity (it decides where a long document is cut), any extra
+request fields, and the SHA-256 of the document as sent. A tokenizer with no identity
+(:func:`tokenizer_identity`) disables a shared cache rather than risk mixing chunkings.
 
 Stores are pluggable. Anything with ``mget(keys) -> list[float | None]`` and
 ``mset(items)`` works (async callers also use ``amget``/``amset`` when present). Each
 adapter also accepts its framework's own store (a LlamaIndex ``BaseKVStore``, a LangChain
 ``BaseStore[str, bytes]``), so a Redis or file store shares scores across processes.
+A store is never trusted: a value that is not a finite number is a miss, and a store that
+raises is a miss too (:class:`GuardedStore`, one WARNING until it works again).
 """
 
 from __future__ import annotations
@@ -17,14 +25,19 @@ import asyncio
 import hashlib
 import inspect
 import json
+import logging
+import math
 import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 __all__ = [
+    "BUILTIN_TOKENIZER_ID",
     "BytesScoreStore",
+    "GuardedStore",
     "InMemoryScoreStore",
     "KVScoreStore",
     "ScoreStore",
@@ -32,10 +45,18 @@ __all__ = [
     "amset",
     "cache_key",
     "document_digest",
+    "endpoint_identity",
+    "finite_score",
+    "tokenizer_identity",
     "wrap_framework_store",
 ]
 
-_KEY_VERSION = "trp1"
+logger = logging.getLogger("together_rerank_plugins")
+
+# trp2: endpoint, tokenizer identity and extra request fields joined the key
+_KEY_VERSION = "trp2"
+#: the identity of the built-in token estimate; bump it when the estimate changes
+BUILTIN_TOKENIZER_ID = "estimate-1"
 
 
 @runtime_checkable
@@ -52,19 +73,80 @@ def document_digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def cache_key(
-    *, model: str, query: str, rank_fields: Sequence[str] | None, variant: str, digest: str
-) -> str:
-    """The key of one score: model, query, rank fields, long-document variant, document.
+def endpoint_identity(base_url: str) -> str:
+    """The endpoint part of a key: scheme, host (lower case), port and path of ``base_url``,
+    never its credentials (``user:password@`` is dropped)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
 
-    ``variant`` names how the document was fitted to the model (e.g. ``chunk:8192``), since
-    a chunked score and a truncated one differ.
+
+def tokenizer_identity(tokenizer: Any) -> str | None:
+    """A stable name for a ``tokenizer`` (None: the built-in estimate's), or None when it
+    has none: a function or object with a ``cache_id`` string attribute names itself
+    (``count.cache_id = "hf:meta-llama/Llama-3.1-8B"``); any other callable is anonymous,
+    and two anonymous tokenizers cannot be told apart, so no shared cache may hold scores
+    that depend on them."""
+    if tokenizer is None:
+        return BUILTIN_TOKENIZER_ID
+    ident = getattr(tokenizer, "cache_id", None)
+    if isinstance(ident, str) and ident:
+        return f"custom:{ident}"
+    return None
+
+
+def cache_key(
+    *,
+    model: str,
+    query: str,
+    rank_fields: Sequence[str] | None,
+    variant: str,
+    digest: str,
+    endpoint: str = "",
+    tokenizer: str = BUILTIN_TOKENIZER_ID,
+    extra: Any = None,
+) -> str:
+    """The key of one score: everything that can change it.
+
+    ``endpoint`` (:func:`endpoint_identity`) and ``model`` name the scorer; ``variant``
+    how a long document is fitted (e.g. ``chunk:8192``: a chunked score and a truncated one
+    differ) and ``tokenizer`` (:func:`tokenizer_identity`) where it is cut; ``extra`` is any
+    JSON-serialisable value of further request fields that change scores (an instruction
+    for an instruction-following reranker); ``digest`` is :func:`document_digest` of the
+    document as sent.
     """
     head = json.dumps(
-        [_KEY_VERSION, model, query, list(rank_fields or []), variant], ensure_ascii=False
+        [
+            _KEY_VERSION,
+            endpoint,
+            model,
+            query,
+            list(rank_fields or []),
+            variant,
+            tokenizer,
+            extra,
+        ],
+        ensure_ascii=False,
+        sort_keys=True,
+        default=repr,
     )
     # only [a-z0-9_]: safe as a file name (LocalFileStore), a Redis key, a URL part
     return f"{_KEY_VERSION}_{document_digest(head)[:32]}_{digest}"
+
+
+def finite_score(value: Any) -> float | None:
+    """``value`` as a score if it is a finite real number (not a bool), else None: what a
+    store returns is never trusted (a corrupt or shared store may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        score = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return score if math.isfinite(score) else None
 
 
 class InMemoryScoreStore:
@@ -133,7 +215,7 @@ class BytesScoreStore:
     @staticmethod
     def _decode(value: Any) -> float | None:
         if isinstance(value, (bytes, bytearray)) and len(value) == 8:
-            return float(struct.unpack("<d", value)[0])
+            return finite_score(struct.unpack("<d", value)[0])
         return None
 
     def mget(self, keys: Sequence[str]) -> list[float | None]:
@@ -160,10 +242,7 @@ class KVScoreStore:
 
     @staticmethod
     def _score(value: Any) -> float | None:
-        score = value.get("score") if isinstance(value, dict) else None
-        if isinstance(score, (int, float)) and not isinstance(score, bool):
-            return float(score)
-        return None
+        return finite_score(value.get("score")) if isinstance(value, dict) else None
 
     def mget(self, keys: Sequence[str]) -> list[float | None]:
         return [self._score(self.store.get(k, collection=self.collection)) for k in keys]
@@ -194,3 +273,75 @@ def wrap_framework_store(store: Any) -> ScoreStore | None:
     if _derives_from(store, "langchain_core.stores", "BaseStore"):
         return BytesScoreStore(store)
     return None
+
+
+class GuardedStore:
+    """A store as the client uses it: a store that raises (a Redis that is down, a full
+    disk) or answers the wrong number of values is a miss, never a failed rerank.
+
+    The first failure is logged at WARNING; later ones are not, until a read or write
+    succeeds again, so a store that stays down logs once, not once per call.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._failing = False
+        self._lock = threading.Lock()
+
+    def _failed(self, action: str, exc: BaseException) -> None:
+        with self._lock:
+            first, self._failing = not self._failing, True
+        if first:
+            detail = str(exc)
+            if len(detail) > 200:
+                detail = detail[:200] + "..."
+            logger.warning(
+                "The score cache (%s) failed to %s (%s: %s); reranking without it until it "
+                "works again (logged once).",
+                type(self.store).__name__,
+                action,
+                type(exc).__name__,
+                detail,
+            )
+
+    def _worked(self) -> None:
+        if self._failing:
+            with self._lock:
+                self._failing = False
+
+    def _checked(self, keys: Sequence[str], values: Any) -> list[float | None]:
+        values = list(values)
+        if len(values) != len(keys):
+            raise ValueError(f"{len(values)} values for {len(keys)} keys")
+        self._worked()
+        return [finite_score(v) for v in values]
+
+    def mget(self, keys: Sequence[str]) -> list[float | None]:
+        try:
+            return self._checked(keys, self.store.mget(keys))
+        except Exception as exc:
+            self._failed("read", exc)
+            return [None] * len(keys)
+
+    async def amget(self, keys: Sequence[str]) -> list[float | None]:
+        try:
+            return self._checked(keys, await amget(self.store, keys))
+        except Exception as exc:
+            self._failed("read", exc)
+            return [None] * len(keys)
+
+    def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        try:
+            self.store.mset(items)
+        except Exception as exc:
+            self._failed("write", exc)
+        else:
+            self._worked()
+
+    async def amset(self, items: Sequence[tuple[str, float]]) -> None:
+        try:
+            await amset(self.store, items)
+        except Exception as exc:
+            self._failed("write", exc)
+        else:
+            self._worked()

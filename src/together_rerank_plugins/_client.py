@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, CircuitBreaker
-from ._cache import InMemoryScoreStore, ScoreStore, amget, amset, wrap_framework_store
+from ._cache import (
+    GuardedStore,
+    InMemoryScoreStore,
+    ScoreStore,
+    endpoint_identity,
+    tokenizer_identity,
+    wrap_framework_store,
+)
 from ._config import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -33,6 +40,7 @@ from ._errors import (
     RerankError,
     RerankInputError,
     needs_fix,
+    scrub_error,
 )
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
@@ -90,7 +98,11 @@ class RerankClient:
     - Identical candidates are scored once. ``dedupe=True`` (default) returns only the first
       occurrence; ``dedupe=False`` returns every occurrence with the shared score.
     - ``cache``: ``True`` for an in-memory LRU of scores, or any store with
-      ``mget``/``mset``; only documents that miss are sent.
+      ``mget``/``mset`` (:class:`RedisScoreStore` shares one across replicas); only
+      documents that miss are sent. Keys hold everything that changes a score (endpoint,
+      model, query, document, rank fields, long-document settings, tokenizer identity); a
+      store's non-finite values, wrong-length answers and exceptions are misses (one
+      WARNING until it works again), never a failed call.
     - ``long_documents``: ``"chunk"`` (default: overlapping windows, best window's score),
       ``"truncate"`` or ``"error"`` for documents over ``max_tokens_per_doc`` (default: the
       model's, 8,192 for Llama-Rank; the query counts against it). Counts are estimated
@@ -192,6 +204,19 @@ class RerankClient:
         self._sdk = SDKClients(settings, transport)
         #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
         self.endpoint = Endpoint.of(settings.model, settings.base_url)
+        self._tokenizer_id = tokenizer_identity(tokenizer)
+        if self._tokenizer_id is None and long_documents != "error":
+            if cache is True:  # a private store: this client's one tokenizer is identity enough
+                self._tokenizer_id = "private"
+            elif self.cache is not None:
+                logger.warning(
+                    "The score cache is off: `tokenizer` %r has no `cache_id`, so scores of "
+                    "long documents cut by it cannot be told apart from other tokenizers' in "
+                    "a shared store. Set `tokenizer.cache_id = '<name>'` to cache.",
+                    getattr(tokenizer, "__name__", type(tokenizer).__name__),
+                )
+                self.cache = None
+        self._store = GuardedStore(self.cache) if self.cache is not None else None
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -301,9 +326,20 @@ class RerankClient:
             max_tokens_per_doc=self.max_tokens_per_doc,
             count_tokens=self.tokenizer or estimate_tokens,
             fast_upper_bound=0 if self.tokenizer else 3,
+            endpoint=endpoint_identity(self.base_url),
+            tokenizer_id=self._tokenizer_id or "-",
+        )
+
+    def _keys_are_mine(self, plan: CallPlan) -> bool:
+        """True when ``plan`` was planned for this client's endpoint and model: a plan made
+        by another client (a failover, a second endpoint) is sent without the cache, so its
+        keys, which name the other endpoint, never label this one's scores."""
+        return plan.options.endpoint == endpoint_identity(self.base_url) and (
+            plan.options.model == self.model
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
+        scrub_error(error, self._sdk.settings.api_key)  # logged or raised: never the key
         if self.on_error != "fallback" or needs_fix(error):
             raise error
         # an open breaker was announced once (WARNING) when it opened: not again per call
@@ -362,9 +398,9 @@ class RerankClient:
     def _attempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
         """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise."""
         keys: list[str] = []
-        if self.cache is not None and plan.spec.documents:
+        if self._store is not None and plan.spec.documents and self._keys_are_mine(plan):
             keys = plan.cache_keys()
-            plan.use_cached(self.cache.mget(keys))
+            plan.use_cached(self._store.mget(keys))
         requests = plan.requests()
         if requests:
             probe = self._admit()
@@ -380,8 +416,8 @@ class RerankClient:
                 raise
             self._record(probe, None)
         fresh = plan.fresh_scores(keys) if keys else []
-        if fresh:
-            self.cache.mset(fresh)  # type: ignore[union-attr]
+        if fresh and self._store is not None:
+            self._store.mset(fresh)
         return self._served(plan.results())
 
     # -- circuit breaker -----------------------------------------------------------------
@@ -476,9 +512,9 @@ class RerankClient:
     async def _aattempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
         """Async :meth:`_attempt`."""
         keys: list[str] = []
-        if self.cache is not None and plan.spec.documents:
+        if self._store is not None and plan.spec.documents and self._keys_are_mine(plan):
             keys = plan.cache_keys()
-            plan.use_cached(await amget(self.cache, keys))
+            plan.use_cached(await self._store.amget(keys))
         requests = plan.requests()
         if requests:
             probe = self._admit()
@@ -494,8 +530,8 @@ class RerankClient:
                 raise
             self._record(probe, None)
         fresh = plan.fresh_scores(keys) if keys else []
-        if fresh:
-            await amset(self.cache, fresh)
+        if fresh and self._store is not None:
+            await self._store.amset(fresh)
         return self._served(plan.results())
 
     async def _asend_concurrently(

@@ -184,6 +184,26 @@ def scrub_exception(exc: BaseException, secret: str | None) -> None:
                 setattr(exc, name, _scrub_value(getattr(exc, name), secret))
 
 
+def scrub_error(error: RerankError, secret: str | None) -> RerankError:
+    """Remove ``secret`` from a :class:`RerankError` built from a server's answer (its
+    message and ``server_message``), before it is logged or raised: a server may echo the
+    ``Authorization`` header anywhere, a 200 answer included."""
+    if secret and len(secret) >= 6:
+        error.args = tuple(_scrub_value(a, secret) for a in error.args)
+        if isinstance(getattr(error, "server_message", None), str):
+            error.server_message = _scrub(error.server_message, secret)  # type: ignore[attr-defined]
+    return error
+
+
+def _after_retries(max_retries: int | None) -> str:
+    """How many retries came before the error, in words (the SDK retries by itself)."""
+    if max_retries is None:
+        return "after the configured retries"
+    if max_retries == 0:
+        return "with no retry (max_retries=0)"
+    return f"after {max_retries} {'retry' if max_retries == 1 else 'retries'}"
+
+
 def translate_sdk_error(
     exc: BaseException,
     *,
@@ -191,6 +211,7 @@ def translate_sdk_error(
     base_url: str,
     secret: str | None,
     rank_fields: bool = False,
+    max_retries: int | None = None,
 ) -> RerankError:
     """Turn a ``together`` SDK exception into the matching :class:`RerankError`.
 
@@ -201,6 +222,7 @@ def translate_sdk_error(
 
     scrub_exception(exc, secret)
     where = f"{base_url}/v1/rerank"
+    after = _after_retries(max_retries)
     if isinstance(exc, together.APITimeoutError):
         return RerankTimeoutError(
             f"The rerank request to {where} timed out on every attempt. Raise `timeout` "
@@ -208,8 +230,8 @@ def translate_sdk_error(
         )
     if isinstance(exc, together.APIConnectionError):
         return RerankConnectionError(
-            f"Could not connect to {where} ({_scrub(str(exc), secret)}). Check `base_url` "
-            "(or TOGETHER_BASE_URL) and your network; the SDK already retried."
+            f"Could not connect to {where} ({_scrub(str(exc), secret)}) {after}. Check "
+            "`base_url` (or TOGETHER_BASE_URL) and your network."
         )
     if isinstance(exc, together.APIStatusError):
         status = exc.status_code
@@ -252,13 +274,10 @@ def translate_sdk_error(
             hint = "The account is out of credit (402): add credit or use another key."
         elif status == 429:
             cls = RateLimitError
-            hint = (
-                "Rate limited (429) after the configured retries: lower concurrency or raise "
-                "`max_retries`."
-            )
+            hint = f"Rate limited (429) {after}: lower concurrency or raise `max_retries`."
         elif status >= 500:
             cls = ServerError
-            hint = f"The server failed ({status}) after the configured retries; try again later."
+            hint = f"The server failed ({status}) {after}; try again later."
         else:
             cls = APIStatusError
             hint = f"The server answered {status}."

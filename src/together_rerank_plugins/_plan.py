@@ -5,8 +5,9 @@ Steps, all pure (the client does the I/O between them):
 1. **Dedupe.** Candidates whose text as sent is identical are scored once. Candidates
    with no text (empty or whitespace) are not sent: they come back after every scored
    candidate, in input order, with score 0.0, filling only places ``top_n`` leaves.
-2. **Cache.** With a score store, each unique document gets a key (model, query, rank
-   fields, long-document variant, SHA-256 of the document); hits are not sent.
+2. **Cache.** With a score store, each unique document gets a key (endpoint, model, query,
+   rank fields, long-document variant, tokenizer, extra request fields, SHA-256 of the
+   document; see ``_cache.cache_key``); hits are not sent.
 3. **Long documents.** A document over the token budget is split into overlapping windows
    (``"chunk"``), cut (``"truncate"``) or refused (``"error"``).
 4. **Batches.** What remains is cut into requests of at most ``max_batch_size`` documents,
@@ -30,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cache import cache_key, document_digest
+from ._cache import BUILTIN_TOKENIZER_ID, cache_key, document_digest, finite_score
 from ._errors import RerankInputError
 from ._inputs import CallSpec, Document, canonical, is_blank
 from ._longdocs import TokenCounter, split_windows, truncate
@@ -57,6 +58,10 @@ class PlanOptions:
     max_tokens_per_doc: int | None = None
     count_tokens: TokenCounter | None = None
     fast_upper_bound: int = 0  # tokens per char that `count_tokens` never exceeds (0: unknown)
+    # cache key parts: where scores come from and what else shapes them (see _cache)
+    endpoint: str = ""
+    tokenizer_id: str = BUILTIN_TOKENIZER_ID
+    key_extra: Any = None  # JSON-serialisable extra request fields that change scores
 
 
 @dataclass
@@ -107,27 +112,39 @@ class CallPlan:
     # -- cache ---------------------------------------------------------------------------
     def _long_variant(self) -> str:
         o = self.options
+        if o.long_documents == "error":  # a scored document was always sent whole
+            return "whole"
         return f"{o.long_documents}:{o.max_tokens_per_doc}" if o.max_tokens_per_doc else "-"
 
     def cache_keys(self) -> list[str]:
         """One key per unique document (only meaningful with a cache)."""
+        o = self.options
+        # with "error", a scored document was sent whole: the tokenizer only decided
+        # whether to refuse it, not what its score is
+        tokenizer = "-" if o.long_documents == "error" else o.tokenizer_id
         return [
             cache_key(
-                model=self.options.model,
+                endpoint=o.endpoint,
+                model=o.model,
                 query=self.spec.query,
                 rank_fields=self.spec.rank_fields,
                 variant=self._variant,
+                tokenizer=tokenizer,
+                extra=o.key_extra,
                 digest=document_digest(text),
             )
             for text in self._canon
         ]
 
     def use_cached(self, values: Sequence[float | None]) -> None:
-        for u, value in enumerate(values):
+        """Take the cached scores (one per unique document); anything but a finite number
+        (a corrupt or foreign store) is a miss, scored again."""
+        for u, value in enumerate(values[: len(self._uniques)]):
             if u in self._blank:
                 continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.scores[u] = float(value)
+            score = finite_score(value)
+            if score is not None:
+                self.scores[u] = score
                 self.cache_hits += 1
 
     def fresh_scores(self, keys: Sequence[str]) -> list[tuple[str, float]]:

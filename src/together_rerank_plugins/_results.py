@@ -133,6 +133,19 @@ def _bad(detail: str) -> MalformedResponseError:
     )
 
 
+def _show(value: Any) -> str:
+    """A server value for an error message: numbers as they are (huge ones by size), never
+    the text of a string (a server may echo the request's ``Authorization`` header)."""
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        bits = value.bit_length()
+        return repr(value) if bits <= 64 else f"an integer of about {bits * 3 // 10} digits"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return f"a JSON {'object' if isinstance(value, Mapping) else type(value).__name__}"
+
+
 def parse_batch(payload: Any, *, sent: int, expected: int) -> list[tuple[int, float]]:
     """Validate one answer to a request of ``sent`` documents that asked for ``expected``
     results; return ``(position in the request, score)`` pairs.
@@ -152,18 +165,22 @@ def parse_batch(payload: Any, *, sent: int, expected: int) -> list[tuple[int, fl
             raise _bad(f"results[{pos}] is not an object")
         index = item.get("index")
         if isinstance(index, bool) or not isinstance(index, int):
-            raise _bad(f"results[{pos}].index is {index!r}, not an integer")
+            raise _bad(f"results[{pos}].index is {_show(index)}, not an integer")
         if not 0 <= index < sent:
-            raise _bad(f"results[{pos}].index {index} is out of range for {sent} documents")
+            raise _bad(f"results[{pos}].index {_show(index)} is out of range for {sent} documents")
         if index in seen:
             raise _bad(f"index {index} appears more than once")
         seen.add(index)
         score = item.get("relevance_score")
         if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise _bad(f"results[{pos}].relevance_score is {score!r}, not a number")
-        if not math.isfinite(score):
-            raise _bad(f"results[{pos}].relevance_score is {score!r}, not a finite number")
-        pairs.append((index, float(score)))
+            raise _bad(f"results[{pos}].relevance_score is {_show(score)}, not a number")
+        try:
+            value = float(score)  # an integer of hundreds of digits overflows
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):
+            raise _bad(f"results[{pos}].relevance_score is {_show(score)}, not a finite number")
+        pairs.append((index, value))
     if len(pairs) < expected:
         raise _bad(f"{len(pairs)} results for {sent} documents, expected {expected}")
     return pairs

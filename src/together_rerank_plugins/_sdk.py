@@ -163,6 +163,7 @@ class SDKClients:
             base_url=self.settings.shown_base_url,
             secret=self.settings.api_key,
             rank_fields=rank_fields,
+            max_retries=self.settings.max_retries,
         )
 
     def deadline_error(self, deadline: Deadline) -> RerankTimeoutError:
@@ -188,11 +189,15 @@ class SDKClients:
     def decode(raw: bytes) -> Any:
         try:
             return json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError
-            raise MalformedResponseError(
-                f"The rerank server's answer is not valid JSON ({exc}; {len(raw)} bytes). "
-                "No ranking was returned; check `base_url`."
-            ) from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit int
+            problem = f"not valid JSON ({exc}"
+        except RecursionError:  # e.g. 100,000 nested brackets
+            problem = "nested too deeply to decode ("
+        # raised outside the `except`: no context chained (a RecursionError's is huge)
+        raise MalformedResponseError(
+            f"The rerank server's answer is {problem}; {len(raw)} bytes). "
+            "No ranking was returned; check `base_url`."
+        )
 
     def send(self, kwargs: dict[str, Any], deadline: Deadline | None = None) -> Any:
         """POST one rerank request; return the decoded JSON answer.
