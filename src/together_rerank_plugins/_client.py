@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cache import InMemoryScoreStore, ScoreStore, amget, amset, wrap_framework_store
@@ -20,8 +20,11 @@ from ._config import (
     DEFAULT_TIMEOUT,
     Settings,
     accepts_rank_fields,
+    check_extra_body,
     model_limits,
+    note_assumed_family,
     positive_int,
+    resolve_model_family,
     resolve_settings,
 )
 from ._errors import (
@@ -99,6 +102,21 @@ class RerankClient:
       model's, 8,192 for Llama-Rank; the query counts against it). Counts are estimated
       without undercounting, or come from ``tokenizer`` (a function returning a count).
 
+    Which model, and compatible servers:
+
+    - ``model_family``: ``"llama-rank"`` or ``"mxbai"`` (env
+      ``TOGETHER_RERANK_MODEL_FAMILY``; default: read from the model's name). It sets the
+      documented limits and whether object documents with ``rank_fields`` are accepted. A
+      dedicated endpoint's string (``acme/rerank-prod``) reveals no family: without one, the
+      client uses conservative limits (1,024 documents, 8,192 tokens) and says so once at
+      INFO. Explicit ``max_batch_size`` / ``max_tokens_per_doc`` win.
+    - ``extra_body``: fields merged into every request body, for servers reached through
+      ``base_url`` that take more than Together's documented fields (an instruction for an
+      instruction-following reranker). Keys the client sets itself are refused. It is part
+      of the score cache key.
+    - ``default_headers``: headers sent with every request (a gateway's routing header).
+      Kept out of ``repr`` and logs, like the key.
+
     Failure: ``on_error="raise"`` (default) raises a typed :class:`RerankError`;
     ``"fallback"`` logs a WARNING and returns the candidates in their original order cut to
     ``top_n`` (``results.fallback`` is True, scores are NaN) — except for errors that need
@@ -136,6 +154,9 @@ class RerankClient:
         tokenizer: Callable[[str], int] | None = None,
         on_error: str = "raise",
         transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+        model_family: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         settings: Settings = resolve_settings(
             model=model,
@@ -143,8 +164,13 @@ class RerankClient:
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=default_headers,
         )
-        limits = model_limits(settings.model)
+        self._model_family = resolve_model_family(model_family, settings.model)
+        self._extra_body = check_extra_body(extra_body)
+        limits = model_limits(settings.model, self._model_family)
+        if self._model_family is None and (max_batch_size is None or max_tokens_per_doc is None):
+            note_assumed_family(settings.model, limits)
         if long_documents not in LONG_DOCUMENT_POLICIES:
             raise RerankConfigError(
                 f"`long_documents` must be one of {LONG_DOCUMENT_POLICIES}; got {long_documents!r}."
@@ -187,6 +213,17 @@ class RerankClient:
         return self._sdk.settings.base_url
 
     @property
+    def model_family(self) -> str | None:
+        """``"llama-rank"``, ``"mxbai"``, or ``None`` when neither the configuration nor
+        the model's name says (conservative limits are then used)."""
+        return self._model_family
+
+    @property
+    def extra_body(self) -> dict[str, Any] | None:
+        """A copy of the fields merged into every request body (``None``: none)."""
+        return None if self._extra_body is None else dict(self._extra_body)
+
+    @property
     def timeout(self) -> float | None:
         return self._sdk.settings.timeout
 
@@ -198,7 +235,8 @@ class RerankClient:
         s = self._sdk.settings
         return (
             f"RerankClient(model={s.model!r}, base_url={s.base_url!r}, timeout={s.timeout!r}, "
-            f"max_retries={s.max_retries!r}, max_batch_size={self.max_batch_size}, "
+            f"max_retries={s.max_retries!r}, model_family={self.model_family!r}, "
+            f"max_batch_size={self.max_batch_size}, "
             f"max_concurrency={self.max_concurrency}, on_error={self.on_error!r})"
         )
 
@@ -258,10 +296,11 @@ class RerankClient:
             rank_fields=rank_fields,
             score_threshold=score_threshold,
         )
-        if spec.rank_fields and not accepts_rank_fields(self.model):
+        if spec.rank_fields and not accepts_rank_fields(self.model, self.model_family):
             raise RerankInputError(
-                f"`rank_fields` works only with Llama-Rank endpoints, not {self.model!r}; "
-                "pass the documents as strings instead."
+                f"`rank_fields` works only with Llama-Rank endpoints, and {self.model!r} is "
+                f"an Mxbai model (model_family={self.model_family!r}); pass the documents as "
+                "strings instead (or set model_family='llama-rank' if it serves Llama-Rank)."
             )
         return CallPlan(spec, self._plan_options(spec))
 
@@ -275,6 +314,7 @@ class RerankClient:
             max_tokens_per_doc=self.max_tokens_per_doc,
             count_tokens=self.tokenizer or estimate_tokens,
             fast_upper_bound=0 if self.tokenizer else 3,
+            extra_body=self._extra_body,
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:

@@ -6,8 +6,13 @@ validation rules are written once.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
+import re
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +30,12 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_BASE_URL",
     "ENV_MODEL",
+    "ENV_MODEL_FAMILY",
+    "MODEL_FAMILIES",
     "Settings",
+    "check_default_headers",
+    "check_extra_body",
+    "resolve_model_family",
     "normalize_base_url",
     "resolve_settings",
     "validate_score_threshold",
@@ -39,6 +49,7 @@ DEFAULT_MAX_RETRIES = 2
 ENV_API_KEY = "TOGETHER_API_KEY"
 ENV_BASE_URL = "TOGETHER_BASE_URL"
 ENV_MODEL = "TOGETHER_RERANK_MODEL"
+ENV_MODEL_FAMILY = "TOGETHER_RERANK_MODEL_FAMILY"
 DEFAULT_MAX_CONCURRENCY = 8
 
 
@@ -50,24 +61,159 @@ class ModelLimits:
     max_tokens_per_doc: int
 
 
-# From Together's model table (see docs/endpoints.md). Unknown names (dedicated endpoints,
-# self-hosted servers) get Llama-Rank's limits: override them with `max_batch_size` and
-# `max_tokens_per_doc`.
-_LIMITS = {
-    "salesforce/llama-rank-v1": ModelLimits(1024, 8192),
-    "mixedbread-ai/mxbai-rerank-large-v2": ModelLimits(1024, 32768),
+#: The rerank model families Together documents. A dedicated endpoint's string
+#: (``acme/rerank-prod``) does not say which family it serves: ``model_family`` does.
+MODEL_FAMILIES = ("llama-rank", "mxbai")
+
+# From Together's documentation (see docs/endpoints.md): Llama-Rank-V1 takes 1,024 documents
+# per request and 8,192 tokens per document; Mxbai-Rerank-Large-V2 32,768 tokens per document
+# (its per-request cap is not documented: Llama-Rank's is assumed).
+_FAMILY_LIMITS = {
+    "llama-rank": ModelLimits(1024, 8192),
+    "mxbai": ModelLimits(1024, 32768),
 }
-_DEFAULT_LIMITS = ModelLimits(1024, 8192)
+#: For a model whose family is unknown: the smallest documented figure of each kind, so
+#: no documented server limit is exceeded whichever family the endpoint serves. A smaller
+#: budget only costs more windows (long documents) or more requests (large calls); a larger
+#: one could send a document Llama-Rank has no documented way to handle.
+CONSERVATIVE_LIMITS = ModelLimits(
+    min(lim.max_documents for lim in _FAMILY_LIMITS.values()),
+    min(lim.max_tokens_per_doc for lim in _FAMILY_LIMITS.values()),
+)
 
 
-def model_limits(model: str) -> ModelLimits:
-    """The documented limits of ``model`` (case-insensitive), or Llama-Rank's."""
-    return _LIMITS.get(model.strip().lower(), _DEFAULT_LIMITS)
+def infer_model_family(model: str) -> str | None:
+    """The family a model name reveals (``None``: it does not, as for endpoint strings)."""
+    name = model.lower()
+    if "mxbai" in name:
+        return "mxbai"
+    if "llama-rank" in name or "llamarank" in name:
+        return "llama-rank"
+    return None
 
 
-def accepts_rank_fields(model: str) -> bool:
-    """False for models documented not to take object documents with ``rank_fields``."""
-    return "mxbai" not in model.lower()
+def resolve_model_family(model_family: Any, model: str, environ: Any = None) -> str | None:
+    """``model_family`` argument > ``TOGETHER_RERANK_MODEL_FAMILY`` > the model's name.
+
+    Returns a member of :data:`MODEL_FAMILIES`, or ``None`` when nothing says.
+    """
+    env = os.environ if environ is None else environ
+    source = "`model_family`"
+    if model_family is None and env.get(ENV_MODEL_FAMILY):
+        model_family, source = env.get(ENV_MODEL_FAMILY), f"the {ENV_MODEL_FAMILY} variable"
+    if model_family is None:
+        return infer_model_family(model)
+    family = model_family.strip().lower() if isinstance(model_family, str) else None
+    if family not in MODEL_FAMILIES:
+        raise RerankConfigError(
+            f"{source} must be one of {MODEL_FAMILIES} (or unset to infer it from the model "
+            f"name); got {model_family!r}."
+        )
+    return family
+
+
+def model_limits(model: str, family: str | None = None) -> ModelLimits:
+    """The documented limits of ``family`` (default: inferred from ``model``), or
+    :data:`CONSERVATIVE_LIMITS` when the family is unknown."""
+    family = family or infer_model_family(model)
+    return _FAMILY_LIMITS.get(family or "", CONSERVATIVE_LIMITS)
+
+
+def accepts_rank_fields(model: str, family: str | None = None) -> bool:
+    """False for models documented not to take object documents with ``rank_fields``
+    (Mxbai). An unknown family is given the benefit of the doubt: the default family,
+    Llama-Rank, takes them, and a server that does not answers 400 (whose message then
+    names ``model_family``)."""
+    return (family or infer_model_family(model)) != "mxbai"
+
+
+_assumed_lock = threading.Lock()
+_assumed: set[str] = set()
+
+
+def note_assumed_family(model: str, limits: ModelLimits) -> None:
+    """Say once per process per model, at INFO, what an unknown model is assumed to take."""
+    with _assumed_lock:
+        if model in _assumed:
+            return
+        _assumed.add(model)
+    logging.getLogger("together_rerank_plugins").info(
+        "Model %r does not name its family (Llama-Rank or Mxbai): assuming conservative "
+        "limits (%d documents per request, %d tokens per document) and that it takes "
+        "`rank_fields`. Set model_family='llama-rank' or 'mxbai' (or %s) to use the "
+        "family's documented limits; `max_batch_size` and `max_tokens_per_doc` override.",
+        model,
+        limits.max_documents,
+        limits.max_tokens_per_doc,
+        ENV_MODEL_FAMILY,
+    )
+
+
+#: The request properties of Together's documented ``/v1/rerank`` schema: the client sets
+#: them from its own arguments, so ``extra_body`` may not.
+DOCUMENTED_REQUEST_FIELDS = frozenset(
+    {"model", "query", "documents", "top_n", "return_documents", "rank_fields"}
+)
+#: Headers the SDK sets itself (the key goes through ``api_key``).
+_RESERVED_HEADERS = frozenset(
+    {"authorization", "content-type", "content-length", "host", "transfer-encoding"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def check_extra_body(extra_body: Any) -> dict[str, Any] | None:
+    """Validate ``extra_body``: a JSON-serialisable mapping whose keys the client does not
+    set itself. Returns a private copy (the caller's mapping may change later)."""
+    if extra_body is None:
+        return None
+    if not isinstance(extra_body, Mapping):
+        raise RerankConfigError(
+            f"`extra_body` must be a mapping of extra request fields (e.g. "
+            f"{{'instruction': '...'}}) or None; got {type(extra_body).__name__}."
+        )
+    bad_keys = [k for k in extra_body if not isinstance(k, str) or not k]
+    if bad_keys:
+        raise RerankConfigError(f"`extra_body` keys must be non-empty strings; got {bad_keys!r}.")
+    owned = sorted(DOCUMENTED_REQUEST_FIELDS & set(extra_body))
+    if owned:
+        raise RerankConfigError(
+            f"`extra_body` may not set {owned}: the client sets the documented request "
+            "fields itself (model, query, documents, top_n, return_documents, rank_fields); "
+            "use the matching arguments instead."
+        )
+    try:
+        text = json.dumps(extra_body, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise RerankConfigError(f"`extra_body` cannot be sent as JSON: {exc}.") from None
+    copy: dict[str, Any] = json.loads(text)
+    return copy
+
+
+def check_default_headers(headers: Any) -> dict[str, str] | None:
+    """Validate ``default_headers``: string names and values, none the SDK sets itself.
+    Values are never quoted in the errors (they may hold a gateway token)."""
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise RerankConfigError(
+            f"`default_headers` must be a mapping of header names to strings or None; got "
+            f"{type(headers).__name__}."
+        )
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise RerankConfigError(f"`default_headers`: {name!r} is not a valid header name.")
+        if name.lower() in _RESERVED_HEADERS:
+            hint = " (pass the key as `api_key`)" if name.lower() == "authorization" else ""
+            raise RerankConfigError(
+                f"`default_headers` may not set {name!r}: the client sets it itself{hint}."
+            )
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            raise RerankConfigError(
+                f"`default_headers`: the value of {name!r} must be a single-line string."
+            )
+        out[name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -79,6 +225,8 @@ class Settings:
     timeout: float | None
     max_retries: int
     api_key: str = field(repr=False)
+    #: sent with every request; may hold a gateway token, so kept out of ``repr``
+    default_headers: Mapping[str, str] | None = field(default=None, repr=False)
 
 
 def _secret_value(value: Any) -> str | None:
@@ -168,6 +316,7 @@ def resolve_settings(
     timeout: float | None = DEFAULT_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
     environ: Any = None,
+    default_headers: Any = None,
 ) -> Settings:
     """Apply argument > environment > default and validate the result.
 
@@ -212,4 +361,5 @@ def resolve_settings(
         timeout=_validate_timeout(timeout),
         max_retries=_validate_max_retries(max_retries),
         api_key=key.strip(),
+        default_headers=check_default_headers(default_headers),
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "APIStatusError",
@@ -139,6 +140,37 @@ def scrub_exception(exc: BaseException, secret: str | None) -> None:
                 setattr(exc, name, _scrub_value(getattr(exc, name), secret))
 
 
+#: Together's two inference hosts: the classic API (serverless, older dedicated endpoints)
+#: and Dedicated Model Inference (endpoint strings ``<project_slug>/<endpoint_name>``)
+TOGETHER_API_HOSTS = frozenset({"api.together.ai", "api.together.xyz"})
+DMI_HOST = "api-inference.together.ai"
+DMI_BASE_URL = f"https://{DMI_HOST}/v1"
+#: model names of Together's catalog: never endpoint strings
+_CATALOG = frozenset({"salesforce/llama-rank-v1", "mixedbread-ai/mxbai-rerank-large-v2"})
+
+
+def _other_host_hint(model: str, base_url: str) -> str:
+    """After a 404 from one of Together's hosts, point at the other way to reach a
+    dedicated model when the model string fits it."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    slug, sep, name = model.partition("/")
+    endpoint_like = bool(sep and slug and name and "/" not in name)
+    if host in TOGETHER_API_HOSTS and endpoint_like and model.lower() not in _CATALOG:
+        return (
+            f" If {model!r} is a Dedicated Model Inference endpoint (<project_slug>/"
+            f"<endpoint_name>), it is served at {DMI_BASE_URL}: set `base_url` (or "
+            "TOGETHER_BASE_URL) to that."
+        )
+    if host == DMI_HOST:
+        return (
+            f" {DMI_HOST} serves Dedicated Model Inference endpoints, named "
+            "<project_slug>/<endpoint_name> as the DMI API returns them; an older dedicated "
+            "endpoint's model string is served at https://api.together.ai: set `base_url` "
+            "(or TOGETHER_BASE_URL) to that."
+        )
+    return ""
+
+
 def translate_sdk_error(
     exc: BaseException,
     *,
@@ -184,6 +216,7 @@ def translate_sdk_error(
                 f"No rerank model or endpoint named {model!r} was found at {where}. Together "
                 "serves rerank models on dedicated endpoints only: create one, then set "
                 "`model` (or TOGETHER_RERANK_MODEL) to that endpoint's model name."
+                + _other_host_hint(model, base_url)
             )
         elif status in (400, 422):
             cls = BadRequestError
@@ -191,7 +224,8 @@ def translate_sdk_error(
             if rank_fields:
                 hint += (
                     " Note: object documents with `rank_fields` work only with Llama-Rank "
-                    "endpoints; for other models pass strings."
+                    "endpoints; for other models pass strings (and set model_family='mxbai' "
+                    "so the client refuses them before sending)."
                 )
         elif status == 402:
             cls = APIStatusError

@@ -9,6 +9,7 @@ a dependency of the ``together`` SDK.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -19,6 +20,7 @@ from ._config import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    ENV_MODEL_FAMILY,
     validate_score_threshold,
     validate_top_n,
 )
@@ -44,8 +46,14 @@ class RerankFields(BaseModel):
 
     model: str | None = Field(
         default=None,
-        description="Rerank model, or your dedicated endpoint's model name. "
+        description="Rerank model, or your dedicated endpoint's model or endpoint string. "
         "Default: env TOGETHER_RERANK_MODEL, else 'Salesforce/Llama-Rank-V1'.",
+    )
+    model_family: str | None = Field(
+        default=None,
+        description="'llama-rank' or 'mxbai': sets the documented limits and whether "
+        "rank_fields is accepted. Default: env TOGETHER_RERANK_MODEL_FAMILY, else read from "
+        "the model name (an endpoint string reveals none: conservative limits).",
     )
     top_n: int | None = Field(
         default=5, description="How many candidates to keep (None keeps all, reordered)."
@@ -110,6 +118,18 @@ class RerankFields(BaseModel):
         repr=False,
         description="An httpx transport used instead of the network (tests, proxies).",
     )
+    extra_body: dict[str, Any] | None = Field(
+        default=None,
+        description="Fields merged into every request body, for compatible servers that take "
+        "more (e.g. an instruction); Together's own fields are refused.",
+    )
+    default_headers: dict[str, str] | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="Headers sent with every request (e.g. a gateway's). Like the key: never "
+        "in repr, model_dump, logs or pickles.",
+    )
 
     _client: RerankClient = PrivateAttr()
 
@@ -131,7 +151,9 @@ class RerankFields(BaseModel):
     #: the adapter's API key field (each framework names it its own way)
     _KEY_FIELD: ClassVar[str] = "api_key"
     #: fields never pickled: the key, and objects that hold connections or code
-    _NOT_PICKLED: ClassVar[frozenset[str]] = frozenset({"transport", "cache", "tokenizer"})
+    _NOT_PICKLED: ClassVar[frozenset[str]] = frozenset(
+        {"transport", "cache", "tokenizer", "default_headers"}
+    )
 
     def _secret_key(self) -> Any:
         return getattr(self, self._KEY_FIELD)
@@ -176,11 +198,16 @@ class RerankFields(BaseModel):
             tokenizer=self.tokenizer,
             on_error=self.on_error,
             transport=self.transport,
+            model_family=self.model_family,
+            extra_body=self.extra_body,
+            default_headers=self.default_headers,
         )
         # Record what was resolved from the environment, so to_dict()/model_dump() describe
         # the endpoint actually used.
         self.__dict__["model"] = self._client.model
         self.__dict__["base_url"] = self._client.base_url
+        if self.model_family is not None or os.environ.get(ENV_MODEL_FAMILY):
+            self.__dict__["model_family"] = self._client.model_family  # as configured
 
     @staticmethod
     def _check_call_options(top_n: Any, score_threshold: Any, rank_fields: Any) -> None:

@@ -57,6 +57,9 @@ class PlanOptions:
     max_tokens_per_doc: int | None = None
     count_tokens: TokenCounter | None = None
     fast_upper_bound: int = 0  # tokens per char that `count_tokens` never exceeds (0: unknown)
+    #: fields merged into every request body (``extra_body``): part of the cache key,
+    #: since they may change scores (an instruction for an instruction-following reranker)
+    extra_body: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -107,7 +110,10 @@ class CallPlan:
     # -- cache ---------------------------------------------------------------------------
     def _long_variant(self) -> str:
         o = self.options
-        return f"{o.long_documents}:{o.max_tokens_per_doc}" if o.max_tokens_per_doc else "-"
+        variant = f"{o.long_documents}:{o.max_tokens_per_doc}" if o.max_tokens_per_doc else "-"
+        if o.extra_body:
+            variant += "|extra:" + json.dumps(o.extra_body, sort_keys=True, ensure_ascii=False)
+        return variant
 
     def cache_keys(self) -> list[str]:
         """One key per unique document (only meaningful with a cache)."""
@@ -167,6 +173,8 @@ class CallPlan:
                 kwargs["top_n"] = req_top
             if self.spec.rank_fields is not None:
                 kwargs["rank_fields"] = self.spec.rank_fields
+            if self.options.extra_body:  # the SDK merges it into the JSON body
+                kwargs["extra_body"] = dict(self.options.extra_body)
             self._requests.append(_Request(idx, req_top, kwargs))
         return [r.kwargs for r in self._requests]
 

@@ -51,6 +51,7 @@ class SDKClients:
             "base_url": s.base_url,
             "timeout": s.timeout,
             "max_retries": s.max_retries,
+            "default_headers": s.default_headers,
         }
 
     def _sync_client(self) -> Together:
