@@ -159,14 +159,14 @@ def _other_host_hint(model: str, base_url: str) -> str:
         return (
             f" If {model!r} is a Dedicated Model Inference endpoint (<project_slug>/"
             f"<endpoint_name>), it is served at {DMI_BASE_URL}: set `base_url` (or "
-            "TOGETHER_BASE_URL) to that."
+            "TOGETHER_BASE_URL) to it."
         )
     if host == DMI_HOST:
         return (
             f" {DMI_HOST} serves Dedicated Model Inference endpoints, named "
             "<project_slug>/<endpoint_name> as the DMI API returns them; an older dedicated "
             "endpoint's model string is served at https://api.together.ai: set `base_url` "
-            "(or TOGETHER_BASE_URL) to that."
+            "(or TOGETHER_BASE_URL) to it."
         )
     return ""
 
@@ -215,7 +215,7 @@ def translate_sdk_error(
             hint = (
                 f"No rerank model or endpoint named {model!r} was found at {where}. Together "
                 "serves rerank models on dedicated endpoints only: create one, then set "
-                "`model` (or TOGETHER_RERANK_MODEL) to that endpoint's model name."
+                "`model` (or TOGETHER_RERANK_MODEL) to that endpoint's model or endpoint string."
                 + _other_host_hint(model, base_url)
             )
         elif status in (400, 422):
