@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import together_rerank_plugins as trp
-from together_rerank_plugins import RerankClient
+from together_rerank_plugins import RerankClient, _config
 from together_rerank_plugins.testing import (
     LexicalRerankEndpoint,
     pointwise_lexical_scores,
@@ -114,7 +114,10 @@ def test_bad_family_in_the_environment_names_the_variable(
         client()
 
 
-def test_unknown_family_says_once_at_info_what_it_assumed(caplog: pytest.LogCaptureFixture):
+def test_unknown_family_says_once_at_info_what_it_assumed(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_config, "_assumed", set())  # a fresh process, as far as it knows
     caplog.set_level(logging.INFO, logger="together_rerank_plugins")
     client(model="acme/said-once")
     client(model="acme/said-once")
@@ -324,6 +327,29 @@ async def test_default_headers_go_with_every_request() -> None:
     assert [h["x-route"] for h in spy.headers] == ["eu-1", "eu-1"]
     assert [h["x-gateway-token"] for h in spy.headers] == [HEADER_SECRET] * 2
     assert all(h["authorization"] == f"Bearer {TEST_KEY}" for h in spy.headers)
+
+
+@pytest.mark.loopback
+def test_default_headers_reach_a_gateway_that_needs_them_and_never_show(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Over a real socket, with every logger at DEBUG (httpcore's included)."""
+    inner = LexicalRerankEndpoint()
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("x-gateway-token") != HEADER_SECRET:
+            return httpx.Response(403, json={"error": {"message": "gateway: token required"}})
+        return inner.handle(request)
+
+    caplog.set_level(logging.DEBUG)
+    with serve_loopback(gateway) as url:
+        with pytest.raises(trp.AuthenticationError):
+            client(base_url=url).rerank("Paris", DOCS)
+        headers = {"X-Gateway-Token": HEADER_SECRET}
+        assert client(base_url=url, default_headers=headers).rerank("Paris", DOCS)[0].index == 0
+    assert len(inner.requests) == 1
+    assert caplog.records  # the loggers did log the requests
+    assert HEADER_SECRET not in caplog.text
 
 
 @pytest.mark.parametrize("name", ["Authorization", "content-type", "Host"])
