@@ -43,11 +43,23 @@ def client(transport: Any = None, **kw: Any) -> RerankClient:
         ("Salesforce/Llama-Rank-V1", "llama-rank", LLAMA_BUDGET),
         ("mixedbread-ai/Mxbai-Rerank-Large-V2", "mxbai", MXBAI_BUDGET),
         ("acme/rerank-prod", None, LLAMA_BUDGET),  # an endpoint string says nothing
+        ("my-org/llama-rank-endpoint", "llama-rank", LLAMA_BUDGET),
+        # a smaller self-hosted Mxbai has a far smaller budget than the Large's 32,768
+        ("mixedbread-ai/mxbai-rerank-base-v1", None, LLAMA_BUDGET),
     ],
 )
 def test_family_is_inferred_from_the_name_as_before(model: str, family: Any, budget: int) -> None:
     c = client(model=model)
     assert (c.model_family, c.max_tokens_per_doc, c.max_batch_size) == (family, budget, 1024)
+
+
+def test_a_name_saying_mxbai_never_gets_rank_fields_as_before(
+    endpoint: LexicalRerankEndpoint,
+) -> None:
+    c = client(endpoint, model="my-org/mxbai-rerank-base-v1")
+    with pytest.raises(trp.RerankInputError, match="Llama-Rank"):
+        c.rerank("q", [{"title": "t"}], rank_fields=["title"])
+    assert endpoint.requests == []
 
 
 def test_an_mxbai_endpoint_string_gets_mxbai_limits_with_model_family(

@@ -20,7 +20,6 @@ from ._config import (
     DEFAULT_TIMEOUT,
     Settings,
     accepts_rank_fields,
-    check_extra_body,
     model_limits,
     note_assumed_family,
     positive_int,
@@ -35,6 +34,7 @@ from ._errors import (
     RerankError,
     RerankInputError,
 )
+from ._extras import check_extra_body
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
@@ -297,10 +297,11 @@ class RerankClient:
             score_threshold=score_threshold,
         )
         if spec.rank_fields and not accepts_rank_fields(self.model, self.model_family):
+            why = f"model_family={self.model_family!r}" if self.model_family else "its name"
             raise RerankInputError(
                 f"`rank_fields` works only with Llama-Rank endpoints, and {self.model!r} is "
-                f"an Mxbai model (model_family={self.model_family!r}); pass the documents as "
-                "strings instead (or set model_family='llama-rank' if it serves Llama-Rank)."
+                f"an Mxbai model ({why}); pass the documents as strings instead (or set "
+                "model_family='llama-rank' if it serves Llama-Rank)."
             )
         return CallPlan(spec, self._plan_options(spec))
 

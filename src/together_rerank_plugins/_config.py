@@ -6,11 +6,9 @@ validation rules are written once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._errors import RerankConfigError
+from ._extras import check_default_headers
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -33,8 +32,6 @@ __all__ = [
     "ENV_MODEL_FAMILY",
     "MODEL_FAMILIES",
     "Settings",
-    "check_default_headers",
-    "check_extra_body",
     "resolve_model_family",
     "normalize_base_url",
     "resolve_settings",
@@ -82,11 +79,24 @@ CONSERVATIVE_LIMITS = ModelLimits(
 )
 
 
+#: Together's catalog names of each family (case-insensitive)
+_CATALOG = {
+    "salesforce/llama-rank-v1": "llama-rank",
+    "mixedbread-ai/mxbai-rerank-large-v2": "mxbai",
+}
+
+
 def infer_model_family(model: str) -> str | None:
-    """The family a model name reveals (``None``: it does not, as for endpoint strings)."""
-    name = model.lower()
-    if "mxbai" in name:
-        return "mxbai"
+    """The family a model name reveals (``None``: it does not, as for endpoint strings).
+
+    Only a catalog name, or a name that says Llama-Rank, reveals it. A name that merely
+    contains ``mxbai`` does not: smaller Mxbai rerankers (self-hosted) have much smaller
+    budgets than Mxbai-Rerank-Large-V2's 32,768 tokens. Such a name still never gets
+    ``rank_fields`` (see :func:`accepts_rank_fields`).
+    """
+    name = model.strip().lower()
+    if name in _CATALOG:
+        return _CATALOG[name]
     if "llama-rank" in name or "llamarank" in name:
         return "llama-rank"
     return None
@@ -120,11 +130,15 @@ def model_limits(model: str, family: str | None = None) -> ModelLimits:
 
 
 def accepts_rank_fields(model: str, family: str | None = None) -> bool:
-    """False for models documented not to take object documents with ``rank_fields``
-    (Mxbai). An unknown family is given the benefit of the doubt: the default family,
-    Llama-Rank, takes them, and a server that does not answers 400 (whose message then
-    names ``model_family``)."""
-    return (family or infer_model_family(model)) != "mxbai"
+    """False for models documented not to take object documents with ``rank_fields``: the
+    Mxbai family, or (family unknown) a name containing ``mxbai``. Any other unknown model
+    is given the benefit of the doubt: the default family, Llama-Rank, takes them, and a
+    server that does not take them answers 400 (whose message then names
+    ``model_family``)."""
+    family = family or infer_model_family(model)
+    if family is None:
+        return "mxbai" not in model.lower()
+    return family != "mxbai"
 
 
 _assumed_lock = threading.Lock()
@@ -139,81 +153,15 @@ def note_assumed_family(model: str, limits: ModelLimits) -> None:
         _assumed.add(model)
     logging.getLogger("together_rerank_plugins").info(
         "Model %r does not name its family (Llama-Rank or Mxbai): assuming conservative "
-        "limits (%d documents per request, %d tokens per document) and that it takes "
+        "limits (%d documents per request, %d tokens per document) and that it %s "
         "`rank_fields`. Set model_family='llama-rank' or 'mxbai' (or %s) to use the "
         "family's documented limits; `max_batch_size` and `max_tokens_per_doc` override.",
         model,
         limits.max_documents,
         limits.max_tokens_per_doc,
+        "takes" if accepts_rank_fields(model) else "(named Mxbai) does not take",
         ENV_MODEL_FAMILY,
     )
-
-
-#: The request properties of Together's documented ``/v1/rerank`` schema: the client sets
-#: them from its own arguments, so ``extra_body`` may not.
-DOCUMENTED_REQUEST_FIELDS = frozenset(
-    {"model", "query", "documents", "top_n", "return_documents", "rank_fields"}
-)
-#: Headers the SDK sets itself (the key goes through ``api_key``).
-_RESERVED_HEADERS = frozenset(
-    {"authorization", "content-type", "content-length", "host", "transfer-encoding"}
-)
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-
-
-def check_extra_body(extra_body: Any) -> dict[str, Any] | None:
-    """Validate ``extra_body``: a JSON-serialisable mapping whose keys the client does not
-    set itself. Returns a private copy (the caller's mapping may change later)."""
-    if extra_body is None:
-        return None
-    if not isinstance(extra_body, Mapping):
-        raise RerankConfigError(
-            f"`extra_body` must be a mapping of extra request fields (e.g. "
-            f"{{'instruction': '...'}}) or None; got {type(extra_body).__name__}."
-        )
-    bad_keys = [k for k in extra_body if not isinstance(k, str) or not k]
-    if bad_keys:
-        raise RerankConfigError(f"`extra_body` keys must be non-empty strings; got {bad_keys!r}.")
-    owned = sorted(DOCUMENTED_REQUEST_FIELDS & set(extra_body))
-    if owned:
-        raise RerankConfigError(
-            f"`extra_body` may not set {owned}: the client sets the documented request "
-            "fields itself (model, query, documents, top_n, return_documents, rank_fields); "
-            "use the matching arguments instead."
-        )
-    try:
-        text = json.dumps(extra_body, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise RerankConfigError(f"`extra_body` cannot be sent as JSON: {exc}.") from None
-    copy: dict[str, Any] = json.loads(text)
-    return copy
-
-
-def check_default_headers(headers: Any) -> dict[str, str] | None:
-    """Validate ``default_headers``: string names and values, none the SDK sets itself.
-    Values are never quoted in the errors (they may hold a gateway token)."""
-    if headers is None:
-        return None
-    if not isinstance(headers, Mapping):
-        raise RerankConfigError(
-            f"`default_headers` must be a mapping of header names to strings or None; got "
-            f"{type(headers).__name__}."
-        )
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise RerankConfigError(f"`default_headers`: {name!r} is not a valid header name.")
-        if name.lower() in _RESERVED_HEADERS:
-            hint = " (pass the key as `api_key`)" if name.lower() == "authorization" else ""
-            raise RerankConfigError(
-                f"`default_headers` may not set {name!r}: the client sets it itself{hint}."
-            )
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
-            raise RerankConfigError(
-                f"`default_headers`: the value of {name!r} must be a single-line string."
-            )
-        out[name] = value
-    return out
 
 
 @dataclass(frozen=True)
