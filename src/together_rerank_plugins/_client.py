@@ -169,8 +169,6 @@ class RerankClient:
         self._model_family = resolve_model_family(model_family, settings.model)
         self._extra_body = check_extra_body(extra_body)
         limits = model_limits(settings.model, self._model_family)
-        if self._model_family is None and (max_batch_size is None or max_tokens_per_doc is None):
-            note_assumed_family(settings.model, limits)
         if long_documents not in LONG_DOCUMENT_POLICIES:
             raise RerankConfigError(
                 f"`long_documents` must be one of {LONG_DOCUMENT_POLICIES}; got {long_documents!r}."
@@ -202,6 +200,8 @@ class RerankClient:
         self.tokenizer = tokenizer
         self.on_error = on_error
         self._sdk = SDKClients(settings, transport)
+        if self._model_family is None and (max_batch_size is None or max_tokens_per_doc is None):
+            note_assumed_family(settings.model, limits)
 
     # -- configuration -------------------------------------------------------------------
     @property
