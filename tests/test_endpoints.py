@@ -410,3 +410,19 @@ def test_adapters_keep_default_headers_secret(module: str) -> None:
     for copy in (rerank.with_options(top_n=1), rerank.with_options(timeout=5)):
         copy.client.rerank("Paris", DOCS)
     assert [h["x-gateway-token"] for h in spy.headers] == [HEADER_SECRET] * 2
+
+
+# -- offline runs ignore a stray TOGETHER_RERANK_MODEL_FAMILY -------------------------------
+def test_offline_demo_and_cli_ignore_the_family_variable(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Offline settings are explicit: a family meant for a real endpoint (or a typo) must
+    change nothing about a run against the embedded endpoint."""
+    from together_rerank_plugins import cli, demo
+
+    monkeypatch.setenv("TOGETHER_RERANK_MODEL_FAMILY", "not-a-family")
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Berlin is in Germany.\nParis is the capital of France.\n")
+    assert cli.main(["rerank", "--offline", "capital of France", str(docs)]) == 0
+    assert demo.main(["--offline", "--questions", "1", "--top-n", "3"]) == 0
+    capsys.readouterr()
