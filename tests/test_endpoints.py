@@ -426,3 +426,19 @@ def test_offline_demo_and_cli_ignore_the_family_variable(
     assert cli.main(["rerank", "--offline", "capital of France", str(docs)]) == 0
     assert demo.main(["--offline", "--questions", "1", "--top-n", "3"]) == 0
     capsys.readouterr()
+
+
+def test_a_header_echoed_in_an_error_never_shows() -> None:
+    """A gateway that quotes the token it refused: scrubbed like an echoed key."""
+    import traceback
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("x-gateway-token")
+        return httpx.Response(403, json={"error": {"message": f"token {token} is revoked"}})
+
+    c = client(httpx.MockTransport(echo), default_headers={"X-Gateway-Token": HEADER_SECRET})
+    with pytest.raises(trp.AuthenticationError) as info:
+        c.rerank("q", DOCS)
+    assert "is revoked" in str(info.value)
+    shown = "".join(traceback.format_exception(info.value)) + repr(info.value.__cause__.body)
+    assert HEADER_SECRET not in shown

@@ -20,12 +20,14 @@ The tree::
     │   └── RerankTimeoutError (TimeoutError)
     └── MalformedResponseError           untrustworthy answer: bad JSON, indices or scores
 
-Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
+Messages never contain the API key nor `default_headers` values: :func:`translate_sdk_error`
+scrubs them.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,10 +100,19 @@ class MalformedResponseError(RerankError):
     """The server's answer cannot be turned into a trustworthy ranking."""
 
 
-def _scrub(text: str, secret: str | None) -> str:
+#: the key, or the key and other secrets (header values that may hold a gateway token)
+Secrets = str | Sequence[str] | None
+
+
+def _secrets(secret: Secrets) -> list[str]:
     # Very short "keys" (test placeholders) would blank out ordinary words; real keys are long.
-    if secret and len(secret) >= 6:
-        text = text.replace(secret, "***")
+    items = [secret] if isinstance(secret, str) else list(secret or ())
+    return sorted((s for s in items if s and len(s) >= 6), key=len, reverse=True)
+
+
+def _scrub(text: str, secret: Secrets) -> str:
+    for value in _secrets(secret):
+        text = text.replace(value, "***")
     return text
 
 
@@ -118,7 +129,7 @@ def _server_message(exc: BaseException) -> str | None:
     return None
 
 
-def _scrub_value(value: Any, secret: str) -> Any:
+def _scrub_value(value: Any, secret: Secrets) -> Any:
     if isinstance(value, str):
         return _scrub(value, secret)
     if isinstance(value, list):
@@ -128,10 +139,10 @@ def _scrub_value(value: Any, secret: str) -> Any:
     return value
 
 
-def scrub_exception(exc: BaseException, secret: str | None) -> None:
+def scrub_exception(exc: BaseException, secret: Secrets) -> None:
     """Remove ``secret`` from an SDK exception we are about to chain as ``__cause__``: a
     server may echo the key in its error body, and tracebacks print the cause."""
-    if not secret or len(secret) < 6:
+    if not _secrets(secret):
         return
     exc.args = tuple(_scrub_value(a, secret) for a in exc.args)
     for name in ("message", "body"):
@@ -176,7 +187,7 @@ def translate_sdk_error(
     *,
     model: str,
     base_url: str,
-    secret: str | None,
+    secret: Secrets,
     rank_fields: bool = False,
 ) -> RerankError:
     """Turn a ``together`` SDK exception into the matching :class:`RerankError`.

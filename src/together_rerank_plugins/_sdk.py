@@ -127,7 +127,7 @@ class SDKClients:
             exc,
             model=self.settings.model,
             base_url=self.settings.base_url,
-            secret=self.settings.api_key,
+            secret=(self.settings.api_key, *(self.settings.default_headers or {}).values()),
             rank_fields=rank_fields,
         )
 
