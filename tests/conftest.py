@@ -14,14 +14,19 @@ TEST_KEY = "test-key-0123456789abcdef"  # not a real key; long enough to be scru
 # Read once, before `clean_env` hides them: only tests marked `live` may use these.
 LIVE_ENV = {
     name: os.environ.get(name)
-    for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_RERANK_MODEL")
+    for name in (
+        "TOGETHER_API_KEY",
+        "TOGETHER_BASE_URL",
+        "TOGETHER_RERANK_MODEL",
+        "TOGETHER_RERANK_MODEL_FAMILY",
+    )
 }
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's real Together settings unless it sets them itself."""
-    for name in ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_RERANK_MODEL"):
+    for name in LIVE_ENV:
         monkeypatch.delenv(name, raising=False)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, CircuitBreaker
@@ -29,7 +29,9 @@ from ._config import (
     Settings,
     accepts_rank_fields,
     model_limits,
+    note_assumed_family,
     positive_int,
+    resolve_model_family,
     resolve_settings,
     validate_deadline,
 )
@@ -42,6 +44,7 @@ from ._errors import (
     needs_fix,
     scrub_error,
 )
+from ._extras import check_extra_body
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
@@ -108,6 +111,21 @@ class RerankClient:
       model's, 8,192 for Llama-Rank; the query counts against it). Counts are estimated
       without undercounting, or come from ``tokenizer`` (a function returning a count).
 
+    Which model, and compatible servers:
+
+    - ``model_family``: ``"llama-rank"`` or ``"mxbai"`` (env
+      ``TOGETHER_RERANK_MODEL_FAMILY``; default: read from the model's name). It sets the
+      documented limits and whether object documents with ``rank_fields`` are accepted. A
+      dedicated endpoint's string (``acme/rerank-prod``) reveals no family: without one, the
+      client uses conservative limits (1,024 documents, 8,192 tokens) and says so once at
+      INFO. Explicit ``max_batch_size`` / ``max_tokens_per_doc`` win.
+    - ``extra_body``: fields merged into every request body, for servers reached through
+      ``base_url`` that take more than Together's documented fields (an instruction for an
+      instruction-following reranker). Keys the client sets itself are refused. It is part
+      of the score cache key.
+    - ``default_headers``: headers sent with every request (a gateway's routing header).
+      Kept out of ``repr`` and logs, like the key.
+
     Failure: ``on_error="raise"`` (default) raises a typed :class:`RerankError`;
     ``"fallback"`` logs a WARNING and returns the candidates in their original order cut to
     ``top_n`` (``results.fallback`` is True, scores are NaN) — except for errors that need
@@ -154,6 +172,9 @@ class RerankClient:
         deadline: float | None = None,
         circuit_breaker: CircuitBreaker | None = None,
         failover: Sequence[RerankClient] = (),
+        model_family: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        default_headers: Mapping[str, str] | None = None,
     ) -> None:
         settings: Settings = resolve_settings(
             model=model,
@@ -161,8 +182,11 @@ class RerankClient:
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=default_headers,
         )
-        limits = model_limits(settings.model)
+        self._model_family = resolve_model_family(model_family, settings.model)
+        self._extra_body = check_extra_body(extra_body)
+        limits = model_limits(settings.model, self._model_family)
         if long_documents not in LONG_DOCUMENT_POLICIES:
             raise RerankConfigError(
                 f"`long_documents` must be one of {LONG_DOCUMENT_POLICIES}; got {long_documents!r}."
@@ -217,6 +241,8 @@ class RerankClient:
                 )
                 self.cache = None
         self._store = GuardedStore(self.cache) if self.cache is not None else None
+        if self._model_family is None and (max_batch_size is None or max_tokens_per_doc is None):
+            note_assumed_family(settings.model, limits)
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -227,6 +253,17 @@ class RerankClient:
     def base_url(self) -> str:
         """The server root, with any credentials written into it redacted (``***@``)."""
         return self._sdk.settings.shown_base_url
+
+    @property
+    def model_family(self) -> str | None:
+        """``"llama-rank"``, ``"mxbai"``, or ``None`` when neither the configuration nor
+        the model's name says (conservative limits are then used)."""
+        return self._model_family
+
+    @property
+    def extra_body(self) -> dict[str, Any] | None:
+        """A copy of the fields merged into every request body (``None``: none)."""
+        return None if self._extra_body is None else dict(self._extra_body)
 
     @property
     def timeout(self) -> float | None:
@@ -241,8 +278,9 @@ class RerankClient:
         return (
             f"RerankClient(model={s.model!r}, base_url={self.base_url!r}, "
             f"timeout={s.timeout!r}, max_retries={s.max_retries!r}, "
-            f"max_batch_size={self.max_batch_size}, max_concurrency={self.max_concurrency}, "
-            f"on_error={self.on_error!r}, deadline={self.deadline!r})"
+            f"model_family={self.model_family!r}, max_batch_size={self.max_batch_size}, "
+            f"max_concurrency={self.max_concurrency}, on_error={self.on_error!r}, "
+            f"deadline={self.deadline!r})"
         )
 
     def with_deadline(self, deadline: float | None) -> RerankClient:
@@ -309,10 +347,12 @@ class RerankClient:
             rank_fields=rank_fields,
             score_threshold=score_threshold,
         )
-        if spec.rank_fields and not accepts_rank_fields(self.model):
+        if spec.rank_fields and not accepts_rank_fields(self.model, self.model_family):
+            why = f"model_family={self.model_family!r}" if self.model_family else "its name"
             raise RerankInputError(
-                f"`rank_fields` works only with Llama-Rank endpoints, not {self.model!r}; "
-                "pass the documents as strings instead."
+                f"`rank_fields` works only with Llama-Rank endpoints, and {self.model!r} is "
+                f"an Mxbai model ({why}); pass the documents as strings instead (or set "
+                "model_family='llama-rank' if it serves Llama-Rank)."
             )
         return CallPlan(spec, self._plan_options(spec))
 
@@ -328,6 +368,7 @@ class RerankClient:
             fast_upper_bound=0 if self.tokenizer else 3,
             endpoint=endpoint_identity(self.base_url),
             tokenizer_id=self._tokenizer_id or "-",
+            extra_body=self._extra_body,
         )
 
     def _keys_are_mine(self, plan: CallPlan) -> bool:
@@ -339,7 +380,7 @@ class RerankClient:
         )
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
-        scrub_error(error, self._sdk.settings.api_key)  # logged or raised: never the key
+        scrub_error(error, self._sdk.secrets)  # logged or raised: never the key
         if self.on_error != "fallback" or needs_fix(error):
             raise error
         # an open breaker was announced once (WARNING) when it opened: not again per call

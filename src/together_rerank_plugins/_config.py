@@ -6,13 +6,17 @@ validation rules are written once.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import RerankConfigError
+from ._extras import check_default_headers
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -25,7 +29,10 @@ __all__ = [
     "ENV_API_KEY",
     "ENV_BASE_URL",
     "ENV_MODEL",
+    "ENV_MODEL_FAMILY",
+    "MODEL_FAMILIES",
     "Settings",
+    "resolve_model_family",
     "normalize_base_url",
     "resolve_settings",
     "redact_url",
@@ -41,6 +48,7 @@ DEFAULT_MAX_RETRIES = 2
 ENV_API_KEY = "TOGETHER_API_KEY"
 ENV_BASE_URL = "TOGETHER_BASE_URL"
 ENV_MODEL = "TOGETHER_RERANK_MODEL"
+ENV_MODEL_FAMILY = "TOGETHER_RERANK_MODEL_FAMILY"
 DEFAULT_MAX_CONCURRENCY = 8
 
 
@@ -52,24 +60,110 @@ class ModelLimits:
     max_tokens_per_doc: int
 
 
-# From Together's model table (see docs/endpoints.md). Unknown names (dedicated endpoints,
-# self-hosted servers) get Llama-Rank's limits: override them with `max_batch_size` and
-# `max_tokens_per_doc`.
-_LIMITS = {
-    "salesforce/llama-rank-v1": ModelLimits(1024, 8192),
-    "mixedbread-ai/mxbai-rerank-large-v2": ModelLimits(1024, 32768),
+#: The rerank model families Together documents. A dedicated endpoint's string
+#: (``acme/rerank-prod``) does not say which family it serves: ``model_family`` does.
+MODEL_FAMILIES = ("llama-rank", "mxbai")
+
+# From Together's documentation (see docs/endpoints.md): Llama-Rank-V1 takes 1,024 documents
+# per request and 8,192 tokens per document; Mxbai-Rerank-Large-V2 32,768 tokens per document
+# (its per-request cap is not documented: Llama-Rank's is assumed).
+_FAMILY_LIMITS = {
+    "llama-rank": ModelLimits(1024, 8192),
+    "mxbai": ModelLimits(1024, 32768),
 }
-_DEFAULT_LIMITS = ModelLimits(1024, 8192)
+#: For a model whose family is unknown: the smallest documented figure of each kind, so
+#: no documented server limit is exceeded whichever family the endpoint serves. A smaller
+#: budget only costs more windows (long documents) or more requests (large calls); a larger
+#: one could send a document Llama-Rank has no documented way to handle.
+CONSERVATIVE_LIMITS = ModelLimits(
+    min(lim.max_documents for lim in _FAMILY_LIMITS.values()),
+    min(lim.max_tokens_per_doc for lim in _FAMILY_LIMITS.values()),
+)
 
 
-def model_limits(model: str) -> ModelLimits:
-    """The documented limits of ``model`` (case-insensitive), or Llama-Rank's."""
-    return _LIMITS.get(model.strip().lower(), _DEFAULT_LIMITS)
+#: Together's catalog names of each family (case-insensitive)
+_CATALOG = {
+    "salesforce/llama-rank-v1": "llama-rank",
+    "mixedbread-ai/mxbai-rerank-large-v2": "mxbai",
+}
 
 
-def accepts_rank_fields(model: str) -> bool:
-    """False for models documented not to take object documents with ``rank_fields``."""
-    return "mxbai" not in model.lower()
+def infer_model_family(model: str) -> str | None:
+    """The family a model name reveals (``None``: it does not, as for endpoint strings).
+
+    Only a catalog name, or a name that says Llama-Rank, reveals it. A name that merely
+    contains ``mxbai`` does not: smaller Mxbai rerankers (self-hosted) have much smaller
+    budgets than Mxbai-Rerank-Large-V2's 32,768 tokens. Such a name still never gets
+    ``rank_fields`` (see :func:`accepts_rank_fields`).
+    """
+    name = model.strip().lower()
+    if name in _CATALOG:
+        return _CATALOG[name]
+    if "llama-rank" in name or "llamarank" in name:
+        return "llama-rank"
+    return None
+
+
+def resolve_model_family(model_family: Any, model: str, environ: Any = None) -> str | None:
+    """``model_family`` argument > ``TOGETHER_RERANK_MODEL_FAMILY`` > the model's name.
+
+    Returns a member of :data:`MODEL_FAMILIES`, or ``None`` when nothing says.
+    """
+    env = os.environ if environ is None else environ
+    source = "`model_family`"
+    if model_family is None and env.get(ENV_MODEL_FAMILY):
+        model_family, source = env.get(ENV_MODEL_FAMILY), f"the {ENV_MODEL_FAMILY} variable"
+    if model_family is None:
+        return infer_model_family(model)
+    family = model_family.strip().lower() if isinstance(model_family, str) else None
+    if family not in MODEL_FAMILIES:
+        raise RerankConfigError(
+            f"{source} must be one of {MODEL_FAMILIES} (or unset to infer it from the model "
+            f"name); got {model_family!r}."
+        )
+    return family
+
+
+def model_limits(model: str, family: str | None = None) -> ModelLimits:
+    """The documented limits of ``family`` (default: inferred from ``model``), or
+    :data:`CONSERVATIVE_LIMITS` when the family is unknown."""
+    family = family or infer_model_family(model)
+    return _FAMILY_LIMITS.get(family or "", CONSERVATIVE_LIMITS)
+
+
+def accepts_rank_fields(model: str, family: str | None = None) -> bool:
+    """False for models documented not to take object documents with ``rank_fields``: the
+    Mxbai family, or (family unknown) a name containing ``mxbai``. Any other unknown model
+    is given the benefit of the doubt: the default family, Llama-Rank, takes them, and a
+    server that does not take them answers 400 (whose message then names
+    ``model_family``)."""
+    family = family or infer_model_family(model)
+    if family is None:
+        return "mxbai" not in model.lower()
+    return family != "mxbai"
+
+
+_assumed_lock = threading.Lock()
+_assumed: set[str] = set()
+
+
+def note_assumed_family(model: str, limits: ModelLimits) -> None:
+    """Say once per process per model, at INFO, what an unknown model is assumed to take."""
+    with _assumed_lock:
+        if model in _assumed:
+            return
+        _assumed.add(model)
+    logging.getLogger("together_rerank_plugins").info(
+        "Model %r does not name its family (Llama-Rank or Mxbai): assuming conservative "
+        "limits (%d documents per request, %d tokens per document) and that it %s "
+        "`rank_fields`. Set model_family='llama-rank' or 'mxbai' (or %s) to use the "
+        "family's documented limits; `max_batch_size` and `max_tokens_per_doc` override.",
+        model,
+        limits.max_documents,
+        limits.max_tokens_per_doc,
+        "takes" if accepts_rank_fields(model) else "(named Mxbai) does not take",
+        ENV_MODEL_FAMILY,
+    )
 
 
 @dataclass(frozen=True)
@@ -82,6 +176,8 @@ class Settings:
     timeout: float | None
     max_retries: int
     api_key: str = field(repr=False)
+    #: sent with every request; may hold a gateway token, so kept out of ``repr``
+    default_headers: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
     def shown_base_url(self) -> str:
@@ -210,6 +306,7 @@ def resolve_settings(
     timeout: float | None = DEFAULT_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
     environ: Any = None,
+    default_headers: Any = None,
 ) -> Settings:
     """Apply argument > environment > default and validate the result.
 
@@ -254,4 +351,5 @@ def resolve_settings(
         timeout=_validate_timeout(timeout),
         max_retries=_validate_max_retries(max_retries),
         api_key=key.strip(),
+        default_headers=check_default_headers(default_headers),
     )

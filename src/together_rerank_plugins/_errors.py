@@ -22,13 +22,16 @@ The tree::
     │   └── CircuitOpenError             the circuit breaker is open: nothing was sent
     └── MalformedResponseError           untrustworthy answer: bad JSON, indices or scores
 
-Messages never contain the API key: :func:`translate_sdk_error` scrubs it.
+Messages never contain the API key nor `default_headers` values: :func:`translate_sdk_error`
+scrubs them.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "APIStatusError",
@@ -142,10 +145,19 @@ _NEEDS_FIX = (
 )
 
 
-def _scrub(text: str, secret: str | None) -> str:
+#: the key, or the key and other secrets (header values that may hold a gateway token)
+Secrets = str | Sequence[str] | None
+
+
+def _secrets(secret: Secrets) -> list[str]:
     # Very short "keys" (test placeholders) would blank out ordinary words; real keys are long.
-    if secret and len(secret) >= 6:
-        text = text.replace(secret, "***")
+    items = [secret] if isinstance(secret, str) else list(secret or ())
+    return sorted((s for s in items if s and len(s) >= 6), key=len, reverse=True)
+
+
+def _scrub(text: str, secret: Secrets) -> str:
+    for value in _secrets(secret):
+        text = text.replace(value, "***")
     return text
 
 
@@ -162,7 +174,7 @@ def _server_message(exc: BaseException) -> str | None:
     return None
 
 
-def _scrub_value(value: Any, secret: str) -> Any:
+def _scrub_value(value: Any, secret: Secrets) -> Any:
     if isinstance(value, str):
         return _scrub(value, secret)
     if isinstance(value, list):
@@ -172,10 +184,10 @@ def _scrub_value(value: Any, secret: str) -> Any:
     return value
 
 
-def scrub_exception(exc: BaseException, secret: str | None) -> None:
+def scrub_exception(exc: BaseException, secret: Secrets) -> None:
     """Remove ``secret`` from an SDK exception we are about to chain as ``__cause__``: a
     server may echo the key in its error body, and tracebacks print the cause."""
-    if not secret or len(secret) < 6:
+    if not _secrets(secret):
         return
     exc.args = tuple(_scrub_value(a, secret) for a in exc.args)
     for name in ("message", "body"):
@@ -184,11 +196,11 @@ def scrub_exception(exc: BaseException, secret: str | None) -> None:
                 setattr(exc, name, _scrub_value(getattr(exc, name), secret))
 
 
-def scrub_error(error: RerankError, secret: str | None) -> RerankError:
+def scrub_error(error: RerankError, secret: Secrets) -> RerankError:
     """Remove ``secret`` from a :class:`RerankError` built from a server's answer (its
     message and ``server_message``), before it is logged or raised: a server may echo the
     ``Authorization`` header anywhere, a 200 answer included."""
-    if secret and len(secret) >= 6:
+    if _secrets(secret):
         error.args = tuple(_scrub_value(a, secret) for a in error.args)
         if isinstance(getattr(error, "server_message", None), str):
             error.server_message = _scrub(error.server_message, secret)  # type: ignore[attr-defined]
@@ -204,12 +216,43 @@ def _after_retries(max_retries: int | None) -> str:
     return f"after {max_retries} {'retry' if max_retries == 1 else 'retries'}"
 
 
+#: Together's two inference hosts: the classic API (serverless, older dedicated endpoints)
+#: and Dedicated Model Inference (endpoint strings ``<project_slug>/<endpoint_name>``)
+TOGETHER_API_HOSTS = frozenset({"api.together.ai", "api.together.xyz"})
+DMI_HOST = "api-inference.together.ai"
+DMI_BASE_URL = f"https://{DMI_HOST}/v1"
+#: model names of Together's catalog: never endpoint strings
+_CATALOG = frozenset({"salesforce/llama-rank-v1", "mixedbread-ai/mxbai-rerank-large-v2"})
+
+
+def _other_host_hint(model: str, base_url: str) -> str:
+    """After a 404 from one of Together's hosts, point at the other way to reach a
+    dedicated model when the model string fits it."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    slug, sep, name = model.partition("/")
+    endpoint_like = bool(sep and slug and name and "/" not in name)
+    if host in TOGETHER_API_HOSTS and endpoint_like and model.lower() not in _CATALOG:
+        return (
+            f" If {model!r} is a Dedicated Model Inference endpoint (<project_slug>/"
+            f"<endpoint_name>), it is served at {DMI_BASE_URL}: set `base_url` (or "
+            "TOGETHER_BASE_URL) to it."
+        )
+    if host == DMI_HOST:
+        return (
+            f" {DMI_HOST} serves Dedicated Model Inference endpoints, named "
+            "<project_slug>/<endpoint_name> as the DMI API returns them; an older dedicated "
+            "endpoint's model string is served at https://api.together.ai: set `base_url` "
+            "(or TOGETHER_BASE_URL) to it."
+        )
+    return ""
+
+
 def translate_sdk_error(
     exc: BaseException,
     *,
     model: str,
     base_url: str,
-    secret: str | None,
+    secret: Secrets,
     rank_fields: bool = False,
     max_retries: int | None = None,
 ) -> RerankError:
@@ -259,7 +302,8 @@ def translate_sdk_error(
             hint = (
                 f"No rerank model or endpoint named {model!r} was found at {where}. Together "
                 "serves rerank models on dedicated endpoints only: create one, then set "
-                "`model` (or TOGETHER_RERANK_MODEL) to that endpoint's model name."
+                "`model` (or TOGETHER_RERANK_MODEL) to that endpoint's model or endpoint string."
+                + _other_host_hint(model, base_url)
             )
         elif status in (400, 422):
             cls = BadRequestError
@@ -267,7 +311,8 @@ def translate_sdk_error(
             if rank_fields:
                 hint += (
                     " Note: object documents with `rank_fields` work only with Llama-Rank "
-                    "endpoints; for other models pass strings."
+                    "endpoints; for other models pass strings (and set model_family='mxbai' "
+                    "so the client refuses them before sending)."
                 )
         elif status == 402:
             cls = APIStatusError

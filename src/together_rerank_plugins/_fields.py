@@ -9,6 +9,7 @@ a dependency of the ``together`` SDK.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -19,6 +20,7 @@ from ._config import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    ENV_MODEL_FAMILY,
     validate_score_threshold,
     validate_top_n,
 )
@@ -44,8 +46,14 @@ class RerankFields(BaseModel):
 
     model: str | None = Field(
         default=None,
-        description="Rerank model, or your dedicated endpoint's model name. "
+        description="Rerank model, or your dedicated endpoint's model or endpoint string. "
         "Default: env TOGETHER_RERANK_MODEL, else 'Salesforce/Llama-Rank-V1'.",
+    )
+    model_family: str | None = Field(
+        default=None,
+        description="'llama-rank' or 'mxbai': sets the documented limits and whether "
+        "rank_fields is accepted. Default: env TOGETHER_RERANK_MODEL_FAMILY, else read from "
+        "the model name (an endpoint string reveals none: conservative limits).",
     )
     top_n: int | None = Field(
         default=5, description="How many candidates to keep (None keeps all, reordered)."
@@ -129,6 +137,18 @@ class RerankFields(BaseModel):
         description="RerankClient objects tried in order when this endpoint fails (the "
         "answering endpoint is in metadata['rerank_served_by']).",
     )
+    extra_body: dict[str, Any] | None = Field(
+        default=None,
+        description="Fields merged into every request body, for compatible servers that take "
+        "more (e.g. an instruction); Together's own fields are refused.",
+    )
+    default_headers: dict[str, str] | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="Headers sent with every request (e.g. a gateway's). Like the key: never "
+        "in repr, model_dump, logs or pickles.",
+    )
 
     _client: RerankClient = PrivateAttr()
 
@@ -153,7 +173,7 @@ class RerankFields(BaseModel):
     #: fields never pickled: the key, and objects that hold connections, locks, code or
     #: (failover clients) other keys; copies share them
     _NOT_PICKLED: ClassVar[frozenset[str]] = frozenset(
-        {"transport", "cache", "tokenizer", "circuit_breaker", "failover"}
+        {"transport", "cache", "tokenizer", "circuit_breaker", "failover", "default_headers"}
     )
 
     def _secret_key(self) -> Any:
@@ -202,11 +222,16 @@ class RerankFields(BaseModel):
             deadline=self.deadline,
             circuit_breaker=self.circuit_breaker,
             failover=self.failover,
+            model_family=self.model_family,
+            extra_body=self.extra_body,
+            default_headers=self.default_headers,
         )
         # Record what was resolved from the environment, so to_dict()/model_dump() describe
         # the endpoint actually used (credentials in base_url redacted, like the key).
         self.__dict__["model"] = self._client.model
         self.__dict__["base_url"] = self._client.base_url
+        if self.model_family is not None or os.environ.get(ENV_MODEL_FAMILY):
+            self.__dict__["model_family"] = self._client.model_family  # as configured
 
     @staticmethod
     def _check_call_options(top_n: Any, score_threshold: Any, rank_fields: Any) -> None:

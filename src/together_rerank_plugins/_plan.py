@@ -61,7 +61,9 @@ class PlanOptions:
     # cache key parts: where scores come from and what else shapes them (see _cache)
     endpoint: str = ""
     tokenizer_id: str = BUILTIN_TOKENIZER_ID
-    key_extra: Any = None  # JSON-serialisable extra request fields that change scores
+    #: fields merged into every request body (``extra_body``): part of the cache key,
+    #: since they may change scores (an instruction for an instruction-following reranker)
+    extra_body: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -130,7 +132,7 @@ class CallPlan:
                 rank_fields=self.spec.rank_fields,
                 variant=self._variant,
                 tokenizer=tokenizer,
-                extra=o.key_extra,
+                extra=canonical(o.extra_body) if o.extra_body else None,
                 digest=document_digest(text),
             )
             for text in self._canon
@@ -184,6 +186,8 @@ class CallPlan:
                 kwargs["top_n"] = req_top
             if self.spec.rank_fields is not None:
                 kwargs["rank_fields"] = self.spec.rank_fields
+            if self.options.extra_body:  # the SDK merges it into the JSON body
+                kwargs["extra_body"] = dict(self.options.extra_body)
             self._requests.append(_Request(idx, req_top, kwargs))
         return [r.kwargs for r in self._requests]
 

@@ -45,7 +45,7 @@ logger = logging.getLogger("together_rerank_plugins")
 def replan(plan: CallPlan, client: RerankClient) -> CallPlan:
     """The same call, planned from scratch for ``client`` (its model, limits and cache)."""
     spec = plan.spec
-    if spec.rank_fields and not accepts_rank_fields(client.model):
+    if spec.rank_fields and not accepts_rank_fields(client.model, client.model_family):
         raise RerankInputError(
             f"The failover endpoint {client.endpoint} cannot rank object documents with "
             "`rank_fields` (Llama-Rank endpoints only); give it a Llama-Rank model or call "

@@ -77,6 +77,11 @@ class SDKClients:
         self._sync, self._sync_finalizer = None, None
         self._async = weakref.WeakKeyDictionary()
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What no message or log line may show: the key and the header values."""
+        return (self.settings.api_key, *(self.settings.default_headers or {}).values())
+
     def _sdk_kwargs(self) -> dict[str, Any]:
         s = self.settings
         return {
@@ -84,6 +89,7 @@ class SDKClients:
             "base_url": s.base_url,
             "timeout": s.timeout,
             "max_retries": s.max_retries,
+            "default_headers": s.default_headers,
         }
 
     def _new_client(self, cls: Any, build: Any) -> Any:
@@ -161,7 +167,7 @@ class SDKClients:
             exc,
             model=self.settings.model,
             base_url=self.settings.shown_base_url,
-            secret=self.settings.api_key,
+            secret=self.secrets,
             rank_fields=rank_fields,
             max_retries=self.settings.max_retries,
         )

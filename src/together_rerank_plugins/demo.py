@@ -413,6 +413,7 @@ def _mode(offline: bool) -> tuple[str, dict[str, Any]]:
         "api_key": OFFLINE_API_KEY,
         "base_url": OFFLINE_BASE_URL,
         "model": OFFLINE_MODEL,
+        "model_family": "llama-rank",  # explicit: TOGETHER_RERANK_MODEL_FAMILY is not read
         "transport": LexicalRerankEndpoint(),
     }
 

@@ -224,6 +224,8 @@ def make_client(args: argparse.Namespace, **options: Any) -> tuple[RerankClient,
             )
         from ..testing import LexicalRerankEndpoint
 
+        if kwargs.get("model_family") is None:  # explicit: the environment's is not read
+            kwargs["model_family"] = "llama-rank"  # the embedded endpoint takes rank_fields
         client = RerankClient(
             model=args.model or OFFLINE_MODEL,
             api_key=OFFLINE_API_KEY,

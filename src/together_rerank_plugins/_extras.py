@@ -1,0 +1,85 @@
+"""What a compatible server may need beyond Together's documented request: extra body
+fields (``extra_body``) and headers (``default_headers``), validated once at construction.
+
+Together's published request schema for ``/v1/rerank`` allows exactly six properties, so the
+client sends nothing else unless the user asked for it here. Self-hosted servers (vLLM and
+others) and gateways may take more: an instruction for an instruction-following reranker, a
+routing header.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import RerankConfigError
+
+__all__ = ["DOCUMENTED_REQUEST_FIELDS", "check_default_headers", "check_extra_body"]
+
+#: The request properties of Together's documented ``/v1/rerank`` schema: the client sets
+#: them from its own arguments, so ``extra_body`` may not.
+DOCUMENTED_REQUEST_FIELDS = frozenset(
+    {"model", "query", "documents", "top_n", "return_documents", "rank_fields"}
+)
+#: Headers the SDK sets itself (the key goes through ``api_key``).
+_RESERVED_HEADERS = frozenset(
+    {"authorization", "content-type", "content-length", "host", "transfer-encoding"}
+)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def check_extra_body(extra_body: Any) -> dict[str, Any] | None:
+    """Validate ``extra_body``: a JSON-serialisable mapping whose keys the client does not
+    set itself. Returns a private copy (the caller's mapping may change later)."""
+    if extra_body is None:
+        return None
+    if not isinstance(extra_body, Mapping):
+        raise RerankConfigError(
+            f"`extra_body` must be a mapping of extra request fields (e.g. "
+            f"{{'instruction': '...'}}) or None; got {type(extra_body).__name__}."
+        )
+    bad_keys = [k for k in extra_body if not isinstance(k, str) or not k]
+    if bad_keys:
+        raise RerankConfigError(f"`extra_body` keys must be non-empty strings; got {bad_keys!r}.")
+    owned = sorted(DOCUMENTED_REQUEST_FIELDS & set(extra_body))
+    if owned:
+        raise RerankConfigError(
+            f"`extra_body` may not set {owned}: the client sets the documented request "
+            "fields itself (model, query, documents, top_n, return_documents, rank_fields); "
+            "use the matching arguments instead."
+        )
+    try:
+        text = json.dumps(extra_body, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise RerankConfigError(f"`extra_body` cannot be sent as JSON: {exc}.") from None
+    copy: dict[str, Any] = json.loads(text)
+    return copy
+
+
+def check_default_headers(headers: Any) -> dict[str, str] | None:
+    """Validate ``default_headers``: string names and values, none the SDK sets itself.
+    Values are never quoted in the errors (they may hold a gateway token)."""
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise RerankConfigError(
+            f"`default_headers` must be a mapping of header names to strings or None; got "
+            f"{type(headers).__name__}."
+        )
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise RerankConfigError(f"`default_headers`: {name!r} is not a valid header name.")
+        if name.lower() in _RESERVED_HEADERS:
+            hint = " (pass the key as `api_key`)" if name.lower() == "authorization" else ""
+            raise RerankConfigError(
+                f"`default_headers` may not set {name!r}: the client sets it itself{hint}."
+            )
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            raise RerankConfigError(
+                f"`default_headers`: the value of {name!r} must be a single-line string."
+            )
+        out[name] = value
+    return out
