@@ -392,3 +392,90 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     assert proc.stdout.count("mode: offline") == 2
     assert "Paris is the capital of France." in proc.stdout.split("mode: offline")[1]
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- rerank on JSONL without --field (issue 12, item 9) --------------------------------------
+@pytest.mark.parametrize("suffix", [".jsonl", ".txt"])
+def test_rerank_jsonl_without_field_says_which_flag(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / f"docs{suffix}"
+    path.write_text("".join(json.dumps({"id": i, "body": d}) + "\n" for i, d in enumerate(DOCS)))
+    code, out, err = run_cli(["rerank", "--offline", QUERY, str(path)], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "--field body" in err
+    assert "--rank-fields" in err
+
+
+def test_rerank_plain_lines_that_merely_look_like_json_are_ranked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one line is an object, the others are not: plain text, ranked as written
+    path = tmp_path / "docs.txt"
+    path.write_text('{"a": 1}\n' + "\n".join(DOCS) + "\n")
+    code, out, err = run_cli(["rerank", "--offline", QUERY, str(path)], capsys)
+    assert code == 0, err
+    assert len(table_rows(out)) == 5
+
+
+# -- --model-family and --deadline reach the client (issues 10, 11) ---------------------------
+@pytest.mark.parametrize("command", ["rerank", "batch", "eval"])
+def test_model_family_and_deadline_flags_reach_the_client(
+    command: str,
+    docs_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[dict[str, object]] = []
+
+    def recording_client(**kwargs: object) -> RerankClient:
+        seen.append(dict(kwargs))
+        kwargs.pop("model_family", None)  # accepted by the client once issue 11 lands
+        kwargs.pop("deadline", None)  # accepted by the client once issue 10 lands
+        return RerankClient(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("together_rerank_plugins.cli._common.RerankClient", recording_client)
+    (tmp_path / "in.jsonl").write_text('{"query": "q", "documents": ["d"]}\n')
+    args = {
+        "rerank": ["rerank", QUERY, str(docs_file)],
+        "batch": ["batch", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")],
+        "eval": ["eval", str(Path(__file__).parent / "data" / "eval_tiny"), "--candidates", "2"],
+    }[command]
+    code, _, err = run_cli([*args, "--offline"], capsys)
+    assert code == 0, err
+    assert "model_family" not in seen[-1]
+    assert "deadline" not in seen[-1]
+    (tmp_path / "out.jsonl").unlink(missing_ok=True)
+    code, _, err = run_cli([*args, "--offline", "--model-family", "mxbai", "--deadline", "7.5"], capsys)
+    assert code == 0, err
+    assert seen[-1]["model_family"] == "mxbai"
+    assert seen[-1]["deadline"] == 7.5
+
+
+@pytest.mark.parametrize("flags", [["--model-family", "bert"], ["--deadline", "0"]])
+def test_model_family_and_deadline_are_checked(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["rerank", "--offline", QUERY, "-", *flags])
+    assert exc.value.code == 2
+    capsys.readouterr()
+
+
+def test_every_client_command_documents_the_new_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("rerank", "batch", "eval"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--model-family {llama-rank,mxbai}" in text
+        assert "--deadline SECONDS" in text
+
+
+def test_demo_help_names_the_command_it_was_called_as(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: together-rerank demo ")
