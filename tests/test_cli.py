@@ -449,7 +449,9 @@ def test_model_family_and_deadline_flags_reach_the_client(
     assert "model_family" not in seen[-1]
     assert "deadline" not in seen[-1]
     (tmp_path / "out.jsonl").unlink(missing_ok=True)
-    code, _, err = run_cli([*args, "--offline", "--model-family", "mxbai", "--deadline", "7.5"], capsys)
+    code, _, err = run_cli(
+        [*args, "--offline", "--model-family", "mxbai", "--deadline", "7.5"], capsys
+    )
     assert code == 0, err
     assert seen[-1]["model_family"] == "mxbai"
     assert seen[-1]["deadline"] == 7.5

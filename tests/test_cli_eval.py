@@ -81,7 +81,9 @@ def test_reference_matches_hand_computed_values() -> None:
     qrels = {"q1": {"a": 2, "b": 1, "z": 0}, "q2": {"c": 1}}
     order = {"q1": ["x", "a", "b"], "q2": ["y"]}
     # q1: DCG = 2/log2(3) + 1/log2(4); IDCG = 2 + 1/log2(3); q2 has nothing relevant retrieved
-    assert reference(qrels, order, "nDCG@3") == pytest.approx((2 / math.log2(3) + 0.5) / (2 + 1 / math.log2(3)) / 2)
+    assert reference(qrels, order, "nDCG@3") == pytest.approx(
+        (2 / math.log2(3) + 0.5) / (2 + 1 / math.log2(3)) / 2
+    )
     assert reference(qrels, order, "RR@3") == pytest.approx(0.25)
     assert reference(qrels, order, "RR@1") == 0.0
     assert reference(qrels, order, "R@2") == pytest.approx(0.25)
