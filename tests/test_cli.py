@@ -481,3 +481,43 @@ def test_demo_help_names_the_command_it_was_called_as(capsys: pytest.CaptureFixt
         cli.main(["demo", "--help"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("usage: together-rerank demo ")
+
+
+# -- docs/cli.md shows what the commands print (issue 12, item 7) ----------------------------
+def _text_blocks(section: str) -> list[str]:
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in body.split("```text\n")[1:]]
+
+
+def test_docs_eval_table_is_what_the_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(Path(__file__).parent / "data" / "eval_tiny")
+    code, out, err = run_cli(["eval", "--offline", data, "--candidates", "5,10,20"], capsys)
+    assert code == 0, err
+    table = out[out.index("system ") :]
+    assert table in _text_blocks("## `eval`")
+
+
+def test_docs_mode_lines_are_what_the_commands_print(
+    docs_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["rerank", "--offline", QUERY, str(docs_file)], capsys)
+    assert code == 0
+    assert out.splitlines()[0] + "\n" in _text_blocks("## Try it offline")
+    code, out, _ = run_cli(["demo", "--questions", "1"], capsys)  # no key: offline, says so
+    assert code == 0
+    assert out.splitlines()[0] + "\n" in _text_blocks("## `demo`")
+
+
+def test_docs_cli_shell_blocks_run_in_order_as_written(tmp_path: Path) -> None:
+    """Every ```bash block of docs/cli.md but the install line, in order, in one folder."""
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```bash\n")[1:]]
+    runnable = [b for b in blocks if not b.startswith("pip install")]
+    assert len(runnable) == len(blocks) - 1
+    script = "## all\n```bash\n" + "".join(runnable) + "```\n"
+    proc = _run_shell_block(script, "## all", tmp_path)
+    assert "usage: together-rerank" in proc.stdout
+    assert (tmp_path / "sweep.svg").read_text().startswith("<?xml")
+    assert (tmp_path / "sweep.pdf").read_bytes().startswith(b"%PDF")
+    assert len((tmp_path / "top5.jsonl").read_text().splitlines()) == 2
