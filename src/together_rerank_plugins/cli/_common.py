@@ -303,7 +303,7 @@ def check_output_file(path: Path, what: str) -> None:
         if not os.access(path, os.W_OK):
             raise UsageError(f"cannot write {what} {path}: no permission")
         return
-    _creatable_in(path.parent if str(path.parent) else Path("."), what, path)
+    _creatable_in(path.parent, what, path)
 
 
 def check_output_folder(path: Path, what: str) -> None:
