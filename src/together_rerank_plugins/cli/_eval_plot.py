@@ -64,11 +64,12 @@ def figure(report: EvalReport) -> Any:
     FigureCanvasAgg(fig)
     quality, gain, cost = fig.subplots(1, 3, width_ratios=[5, 4, 3])
 
-    # -- quality: lines side by side (a small dodge per measure), so none hides another
+    # -- quality: the lines side by side (a small dodge per measure, then the pool recall),
+    #    so no marker hides another when two values are equal
     dodge = 0.08
     values: list[float] = []
     for i, (name, color, marker) in enumerate(zip(measures, COLORS, MARKERS, strict=False)):
-        xs = [x + (i - 1) * dodge for x in positions]
+        xs = [x + (i - 1.5) * dodge for x in positions]
         ys = [p.metrics[name] for p in report.sweep]
         base = report.first_stage[name]
         values += [*ys, base]
@@ -83,7 +84,7 @@ def figure(report: EvalReport) -> Any:
     pool = [p.pool_recall for p in report.sweep]
     values += pool
     quality.plot(
-        positions,
+        [x + 1.5 * dodge for x in positions],
         pool,
         marker="D",
         markersize=8,
