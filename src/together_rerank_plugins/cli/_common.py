@@ -154,8 +154,9 @@ def add_config_flags(parser: argparse.ArgumentParser, *, ranking: bool = True) -
     group.add_argument(
         "--model-family",
         choices=MODEL_FAMILIES,
-        help="the request format of the model: llama-rank (Together's LlamaRank and its "
-        "dedicated endpoints) or mxbai (mixedbread rerankers); default: told by the model name",
+        help="the family of the model behind --model, which sets its limits and whether it "
+        "takes --rank-fields: llama-rank (LlamaRank) or mxbai (Mxbai-Rerank); an endpoint "
+        "name such as acme/rerank-prod does not tell (default: the library's)",
     )
     group.add_argument(
         "--max-retries",
