@@ -521,3 +521,7 @@ def test_docs_cli_shell_blocks_run_in_order_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "sweep.svg").read_text().startswith("<?xml")
     assert (tmp_path / "sweep.pdf").read_bytes().startswith(b"%PDF")
     assert len((tmp_path / "top5.jsonl").read_text().splitlines()) == 2
+    # the sample OUT line of the batch section is row "a" of the offline example
+    sample = text.split("## `batch`", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    out_lines = (tmp_path / "out.jsonl").read_text().splitlines(keepends=True)
+    assert sample in out_lines
