@@ -392,3 +392,136 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     assert proc.stdout.count("mode: offline") == 2
     assert "Paris is the capital of France." in proc.stdout.split("mode: offline")[1]
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- rerank on JSONL without --field (issue 12, item 9) --------------------------------------
+@pytest.mark.parametrize("suffix", [".jsonl", ".txt"])
+def test_rerank_jsonl_without_field_says_which_flag(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / f"docs{suffix}"
+    path.write_text("".join(json.dumps({"id": i, "body": d}) + "\n" for i, d in enumerate(DOCS)))
+    code, out, err = run_cli(["rerank", "--offline", QUERY, str(path)], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "--field body" in err
+    assert "--rank-fields" in err
+
+
+def test_rerank_plain_lines_that_merely_look_like_json_are_ranked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # one line is an object, the others are not: plain text, ranked as written
+    path = tmp_path / "docs.txt"
+    path.write_text('{"a": 1}\n' + "\n".join(DOCS) + "\n")
+    code, out, err = run_cli(["rerank", "--offline", QUERY, str(path)], capsys)
+    assert code == 0, err
+    assert len(table_rows(out)) == 5
+
+
+# -- --model-family and --deadline reach the client (issues 10, 11) ---------------------------
+@pytest.mark.parametrize("command", ["rerank", "batch", "eval"])
+def test_model_family_and_deadline_flags_reach_the_client(
+    command: str,
+    docs_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[RerankClient] = []
+
+    def recording_client(**kwargs: object) -> RerankClient:
+        client = RerankClient(**kwargs)  # type: ignore[arg-type]
+        seen.append(client)
+        return client
+
+    monkeypatch.setattr("together_rerank_plugins.cli._common.RerankClient", recording_client)
+    (tmp_path / "in.jsonl").write_text('{"query": "q", "documents": ["d"]}\n')
+    args = {
+        "rerank": ["rerank", QUERY, str(docs_file)],
+        "batch": ["batch", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")],
+        "eval": ["eval", str(Path(__file__).parent / "data" / "eval_tiny"), "--candidates", "2"],
+    }[command]
+    code, _, err = run_cli([*args, "--offline"], capsys)
+    assert code == 0, err
+    # offline, the embedded endpoint's family is set explicitly; no deadline unless asked
+    assert seen[-1].model_family == "llama-rank"
+    assert seen[-1].deadline is None
+    (tmp_path / "out.jsonl").unlink(missing_ok=True)
+    code, _, err = run_cli(
+        [*args, "--offline", "--model-family", "mxbai", "--deadline", "7.5"], capsys
+    )
+    assert code == 0, err
+    assert seen[-1].model_family == "mxbai"
+    assert seen[-1].deadline == 7.5
+
+
+@pytest.mark.parametrize("flags", [["--model-family", "bert"], ["--deadline", "0"]])
+def test_model_family_and_deadline_are_checked(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["rerank", "--offline", QUERY, "-", *flags])
+    assert exc.value.code == 2
+    capsys.readouterr()
+
+
+def test_every_client_command_documents_the_new_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("rerank", "batch", "eval"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--model-family {llama-rank,mxbai}" in text
+        assert "--deadline SECONDS" in text
+
+
+def test_demo_help_names_the_command_it_was_called_as(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: together-rerank demo ")
+
+
+# -- docs/cli.md shows what the commands print (issue 12, item 7) ----------------------------
+def _text_blocks(section: str) -> list[str]:
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in body.split("```text\n")[1:]]
+
+
+def test_docs_eval_table_is_what_the_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    data = str(Path(__file__).parent / "data" / "eval_tiny")
+    code, out, err = run_cli(["eval", "--offline", data, "--candidates", "5,10,20"], capsys)
+    assert code == 0, err
+    table = out[out.index("system ") :]
+    assert table in _text_blocks("## `eval`")
+
+
+def test_docs_mode_lines_are_what_the_commands_print(
+    docs_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(["rerank", "--offline", QUERY, str(docs_file)], capsys)
+    assert code == 0
+    assert out.splitlines()[0] + "\n" in _text_blocks("## Try it offline")
+    code, out, _ = run_cli(["demo", "--questions", "1"], capsys)  # no key: offline, says so
+    assert code == 0
+    assert out.splitlines()[0] + "\n" in _text_blocks("## `demo`")
+
+
+def test_docs_cli_shell_blocks_run_in_order_as_written(tmp_path: Path) -> None:
+    """Every ```bash block of docs/cli.md but the install line, in order, in one folder."""
+    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```bash\n")[1:]]
+    runnable = [b for b in blocks if not b.startswith("pip install")]
+    assert len(runnable) == len(blocks) - 1
+    script = "## all\n```bash\n" + "".join(runnable) + "```\n"
+    proc = _run_shell_block(script, "## all", tmp_path)
+    assert "usage: together-rerank" in proc.stdout
+    assert (tmp_path / "sweep.svg").read_text().startswith("<?xml")
+    assert (tmp_path / "sweep.pdf").read_bytes().startswith(b"%PDF")
+    assert len((tmp_path / "top5.jsonl").read_text().splitlines()) == 2
+    # the sample OUT line of the batch section is row "a" of the offline example
+    sample = text.split("## `batch`", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    out_lines = (tmp_path / "out.jsonl").read_text().splitlines(keepends=True)
+    assert sample in out_lines

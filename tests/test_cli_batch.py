@@ -479,3 +479,44 @@ def test_ctrl_c_exits_cleanly_with_a_resume_hint(files: tuple[Path, Path, Path])
         )
     assert again.returncode == 0, again.stderr
     check_out(out_path, rows)
+
+
+# -- output paths are checked before anything is sent (issue 9, item 13) ---------------------
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("out-in-missing-folder", "no such folder"),
+        ("out-is-a-folder", "is a folder"),
+        ("errors-under-a-file", "is not a folder"),
+        ("errors-is-a-folder", "is a folder"),
+    ],
+)
+def test_unusable_output_paths_fail_before_any_row_is_sent(
+    where: str,
+    message: str,
+    files: tuple[Path, Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the machine runs as root, so "unwritable" is a path no one can create: under a file
+    in_path, out_path, err_path = files
+    write_rows(in_path, make_rows(3))
+    extra: list[str] = []
+    if where == "out-in-missing-folder":
+        out_path = in_path.parent / "no-such-folder" / "out.jsonl"
+    elif where == "out-is-a-folder":
+        out_path.mkdir()
+    elif where == "errors-under-a-file":
+        extra = ["--errors", str(in_path / "errors.jsonl")]
+    else:
+        err_path.mkdir()
+    endpoint = LexicalRerankEndpoint()
+    monkeypatch.setattr("together_rerank_plugins.testing.LexicalRerankEndpoint", lambda: endpoint)
+    code, out, err = run_cli(["batch", "--offline", str(in_path), str(out_path), *extra], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert endpoint.requests == []

@@ -1,19 +1,23 @@
 """``together-rerank eval``: on the tiny synthetic dataset ``tests/data/eval_tiny``, the
-reported metrics equal ir-measures called directly on the same runs (saved with
+reported metrics equal the textbook definitions computed here on the same runs (saved with
 ``--save-runs``), the reranked runs are the library's rankings of the first stage's
-candidates, the PNG plot is written, and a TREC run file works as the first stage."""
+candidates, the plot is written, and a TREC run file works as the first stage.
+
+The reference below is written independently of the command (which calls pytrec_eval, the
+C code of trec_eval): if either one is wrong, the comparison fails."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
+import math
 import struct
 import sys
 from pathlib import Path
 from typing import Any
 
-import ir_measures
 import pytest
 
 from together_rerank_plugins import RerankClient, RerankResult, RerankResults, Usage, cli
@@ -22,7 +26,7 @@ from together_rerank_plugins.cli._common import Mode
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
 DATA = Path(__file__).parent / "data" / "eval_tiny"
-MEASURES = [ir_measures.nDCG @ 10, ir_measures.RR @ 10, ir_measures.R @ 10]
+MEASURES = ["nDCG@10", "RR@10", "R@10"]
 
 
 def qrels() -> dict[str, dict[str, int]]:
@@ -42,14 +46,47 @@ def run_order(path: Path) -> dict[str, list[str]]:
     return {q: [d for _, d in sorted(v)] for q, v in order.items()}
 
 
+def reference(qrels: dict[str, dict[str, int]], order: dict[str, list[str]], name: str) -> float:
+    """One measure's mean over every judged query, by its textbook definition (as trec_eval
+    computes it: linear gains, log2 discount; relevant = judged >= 1; a query without results
+    counts 0)."""
+    measure, k = name.split("@")
+    values = []
+    for qid, judged in qrels.items():
+        gains = [judged.get(d, 0) for d in order.get(qid, [])[: int(k)]]
+        if measure == "nDCG":
+            ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[: int(k)]
+            dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains) if g > 0)
+            idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+            values.append(dcg / idcg if idcg else 0.0)
+        elif measure == "RR":
+            first = next((i for i, g in enumerate(gains) if g >= 1), None)
+            values.append(0.0 if first is None else 1.0 / (first + 1))
+        else:
+            relevant = sum(g >= 1 for g in judged.values())
+            values.append(sum(g >= 1 for g in gains) / relevant if relevant else 0.0)
+    return sum(values) / len(values)
+
+
 def library(
-    path: Path, measures: list[Any] = MEASURES, queries: int | None = None
+    path: Path, measures: list[str] = MEASURES, queries: int | None = None
 ) -> dict[str, float]:
-    """ir-measures, called directly on a saved TREC run file (and the first N queries)."""
+    """The reference measures of a saved TREC run file (over the first N judged queries)."""
     judged = dict(list(qrels().items())[:queries])
-    read_trec_run: Any = ir_measures.read_trec_run  # untyped
-    values = ir_measures.calc_aggregate(measures, judged, read_trec_run(str(path)))
-    return {str(m): v for m, v in values.items()}
+    order = run_order(path)
+    return {m: reference(judged, order, m) for m in measures}
+
+
+def test_reference_matches_hand_computed_values() -> None:
+    qrels = {"q1": {"a": 2, "b": 1, "z": 0}, "q2": {"c": 1}}
+    order = {"q1": ["x", "a", "b"], "q2": ["y"]}
+    # q1: DCG = 2/log2(3) + 1/log2(4); IDCG = 2 + 1/log2(3); q2 has nothing relevant retrieved
+    assert reference(qrels, order, "nDCG@3") == pytest.approx(
+        (2 / math.log2(3) + 0.5) / (2 + 1 / math.log2(3)) / 2
+    )
+    assert reference(qrels, order, "RR@3") == pytest.approx(0.25)
+    assert reference(qrels, order, "RR@1") == 0.0
+    assert reference(qrels, order, "R@2") == pytest.approx(0.25)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -107,7 +144,7 @@ def test_eval_offline_metrics_match_the_library(
     # first stage alone, and its Recall@c per candidate count (the reranker's pool)
     first = runs / "first_stage.trec"
     assert report["first_stage_metrics"] == pytest.approx(library(first))
-    pools = library(first, [ir_measures.R @ c for c in (5, 10, 20)])
+    pools = library(first, ["R@5", "R@10", "R@20"])
     assert [p["pool_recall"] for p in report["rerank"]] == pytest.approx(
         [pools["R@5"], pools["R@10"], pools["R@20"]]
     )
@@ -145,7 +182,7 @@ def test_eval_offline_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert lines[header + 1].split()[:2] == ["BM25", "-"]
     assert lines[header + 2].split()[:4] == ["BM25", "+", "rerank", "5"]
     assert lines[header + 3].split()[:4] == ["BM25", "+", "rerank", "10"]
-    assert "ir-measures" in lines[header + 4]
+    assert "pytrec_eval" in lines[header + 4]
 
 
 def test_trec_run_file_as_first_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -196,7 +233,7 @@ def test_cutoff_and_max_queries(tmp_path: Path, capsys: pytest.CaptureFixture[st
     report = json.loads(out)
     assert report["queries"] == 3
     assert report["measures"] == ["nDCG@3", "RR@3", "R@3"]
-    cut = [ir_measures.nDCG @ 3, ir_measures.RR @ 3, ir_measures.R @ 3]
+    cut = ["nDCG@3", "RR@3", "R@3"]
     expected = library(runs / "rerank_4.trec", cut, queries=3)
     assert report["rerank"][0]["metrics"] == pytest.approx(expected)
     assert len(run_order(runs / "first_stage.trec")) == 3
@@ -276,7 +313,7 @@ def test_eval_against_a_loopback_server(
 
 @pytest.mark.parametrize(
     ("module", "args"),
-    [("bm25s", []), ("ir_measures", []), ("matplotlib", ["--plot", "x.png"])],
+    [("bm25s", []), ("pytrec_eval", []), ("matplotlib", ["--plot", "x.png"])],
 )
 def test_missing_cli_extra_is_one_line_with_the_fix(
     module: str,
@@ -290,3 +327,115 @@ def test_missing_cli_extra_is_one_line_with_the_fix(
     assert out == ""
     assert err.count("\n") == 1
     assert 'pip install "together-rerank-plugins[cli]"' in err
+
+
+# -- progress, plot format and picture (issue 12, items 8, 10, 11) ----------------------------
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_eval_shows_progress_on_a_terminal_like_batch(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    argv = ["eval", str(DATA), "--offline", "--candidates", "5,10"]
+    code, _, err = run_cli(argv, capsys)  # stderr is not a terminal: no bar
+    assert code == 0, err
+    assert "/16" not in err
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli.main(argv) == 0
+    assert "16/16" in terminal.getvalue()  # 8 queries x 2 candidate counts
+    terminal.seek(0)
+    terminal.truncate()
+    assert cli.main([*argv, "--no-progress"]) == 0
+    assert "/16" not in terminal.getvalue()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "magic"),
+    [(".png", b"\x89PNG"), (".jpg", b"\xff\xd8\xff"), (".pdf", b"%PDF"), (".svg", b"<?xml")],
+)
+def test_plot_is_written_in_the_format_its_extension_names(
+    suffix: str, magic: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / f"sweep{suffix}"
+    argv = ["eval", str(DATA), "--offline", "--candidates", "5", "--plot", str(plot)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert plot.read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("name", ["sweep.xyz", "sweep", "plots/"])
+def test_plot_format_it_cannot_write_is_refused_before_any_call(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = LexicalRerankEndpoint()
+    monkeypatch.setattr("together_rerank_plugins.testing.LexicalRerankEndpoint", lambda: endpoint)
+    (tmp_path / "plots").mkdir()
+    argv = ["eval", str(DATA), "--offline", "--plot", str(tmp_path / name)]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert ".png" in err
+    assert endpoint.requests == []
+
+
+def test_save_runs_into_a_file_is_refused_before_any_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = LexicalRerankEndpoint()
+    monkeypatch.setattr("together_rerank_plugins.testing.LexicalRerankEndpoint", lambda: endpoint)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    argv = ["eval", str(DATA), "--offline", "--save-runs", str(a_file / "runs")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert endpoint.requests == []
+
+
+def test_plot_zooms_to_the_data_and_shows_the_gain() -> None:
+    from together_rerank_plugins.cli import _eval_plot
+
+    client = RerankClient(api_key="x", transport=LexicalRerankEndpoint())
+    mode = Mode(True, "mode: offline", "m", "u")
+    data = _eval.load_beir(DATA)
+    report = _eval.evaluate(
+        client, mode, data, run_file=None, counts=[5, 10, 20], cutoff=10, concurrency=2
+    )
+    fig = _eval_plot.figure(report)
+    quality, gain, cost = fig.axes[:3]
+
+    # quality: the y axis spans the data (with a margin), not 0-1
+    values = [*report.first_stage.values()]
+    for point in report.sweep:
+        values += [*point.metrics.values(), point.pool_recall]
+    low, high = quality.get_ylim()
+    assert low <= min(values)
+    assert high >= max(values)
+    assert high - low <= 2 * (max(values) - min(values)) + 0.05
+    assert low > 0.5  # every value of this dataset is above 0.87
+
+    # gain: reranked minus first stage, per candidate count, for each metric, labelled
+    assert "gain" in gain.get_title().lower()
+    heights = sorted(round(p.get_height(), 6) for p in gain.patches)
+    expected = sorted(
+        round(point.metrics[m] - report.first_stage[m], 6)
+        for point in report.sweep
+        for m in report.measures
+    )
+    assert heights == pytest.approx(expected, abs=1e-6)
+    labels = {t.get_text() for t in gain.texts}
+    nd = report.measures[0]
+    assert f"{report.sweep[0].metrics[nd] - report.first_stage[nd]:+.3f}" in labels
+
+    # cost: every bar carries its value
+    assert len(cost.texts) == len(cost.patches) == 3
+    # readable at 100%: no text smaller than 9 pt
+    for ax in (quality, gain, cost):
+        legend = ax.get_legend()
+        for text in [*ax.texts, *(legend.get_texts() if legend else [])]:
+            assert text.get_fontsize() >= 9

@@ -13,12 +13,12 @@ error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from .. import RerankError, __version__
-from ._common import CliError, error_line
+from .._console import error_line, run_console
+from ._common import CliError
 
 __all__ = ["build_parser", "main"]
 
@@ -54,18 +54,12 @@ def _demo(argv: list[str]) -> int:
     run on a fresh machine); the other commands refuse instead, as they process your data."""
     from .. import demo
 
-    return demo.main(argv)
+    return demo.main(argv, prog=f"{PROG} demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (the console script exits with it)."""
-    try:
-        code = _run(argv)
-        sys.stdout.flush()
-    except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = 1
-    return code
+    return run_console(lambda: _run(argv))
 
 
 def _run(argv: Sequence[str] | None) -> int:

@@ -14,9 +14,18 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .. import RerankClient, RerankError
+from .. import RerankClient
+from .._console import (
+    OFFLINE_API_KEY,
+    OFFLINE_BASE_URL,
+    OFFLINE_MODEL,
+    error_line,
+    offline_client_options,
+    positive_int,
+)
 
 __all__ = [
     "OFFLINE_API_KEY",
@@ -28,6 +37,8 @@ __all__ = [
     "UsageError",
     "add_config_flags",
     "add_output_flags",
+    "check_output_file",
+    "check_output_folder",
     "error_line",
     "make_client",
     "missing_extra",
@@ -41,12 +52,9 @@ OFFLINE_HEADER = (
     "mode: offline — embedded lexical test endpoint (not LlamaRank; word-overlap scores, "
     "no network)"
 )
-#: Offline settings are explicit, so stray TOGETHER_* variables cannot affect an offline run.
-OFFLINE_API_KEY = "offline-cli"
-OFFLINE_BASE_URL = "http://embedded-lexical-endpoint.invalid"
-OFFLINE_MODEL = "embedded-lexical-overlap"
 
 ENV_API_KEY = "TOGETHER_API_KEY"
+MODEL_FAMILIES = ("llama-rank", "mxbai")
 
 NO_KEY_MESSAGE = (
     f"no API key: set {ENV_API_KEY} (and TOGETHER_RERANK_MODEL to your dedicated endpoint's "
@@ -66,14 +74,6 @@ class UsageError(CliError):
     code = 2
 
 
-def error_line(exc: BaseException) -> str:
-    """``error: <Type>: <message>`` for library errors, ``error: <message>`` for ours; one line."""
-    message = " ".join(str(exc).split())
-    if isinstance(exc, RerankError):
-        return f"error: {type(exc).__name__}: {message}"
-    return f"error: {message}"
-
-
 def missing_extra(module: str) -> CliError:
     return CliError(
         f'this command needs the `{module}` package: pip install "together-rerank-plugins[cli]"'
@@ -81,16 +81,6 @@ def missing_extra(module: str) -> CliError:
 
 
 # -- argument types ------------------------------------------------------------------------
-def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
-
-
 def non_negative_int(value: str) -> int:
     try:
         number = int(value)
@@ -155,6 +145,20 @@ def add_config_flags(parser: argparse.ArgumentParser, *, ranking: bool = True) -
         help="seconds per attempt (default 60)",
     )
     group.add_argument(
+        "--deadline",
+        type=positive_float,
+        metavar="SECONDS",
+        help="wall-clock budget of each rerank call, retries and waits included "
+        "(default: none; --timeout still bounds each attempt)",
+    )
+    group.add_argument(
+        "--model-family",
+        choices=MODEL_FAMILIES,
+        help="the family of the model behind --model, which sets its limits and whether it "
+        "takes --rank-fields: llama-rank (LlamaRank) or mxbai (Mxbai-Rerank); an endpoint "
+        "name such as acme/rerank-prod does not tell (default: the library's)",
+    )
+    group.add_argument(
         "--max-retries",
         type=non_negative_int,
         metavar="N",
@@ -216,23 +220,21 @@ def make_client(args: argparse.Namespace, **options: Any) -> tuple[RerankClient,
         kwargs["timeout"] = args.timeout
     if args.max_retries is not None:
         kwargs["max_retries"] = args.max_retries
+    # passed only when given, so a client without these options still works without the flags
+    if args.deadline is not None:
+        kwargs["deadline"] = args.deadline
+    if args.model_family is not None:
+        kwargs["model_family"] = args.model_family
     if args.offline:
         if args.base_url is not None or args.api_key is not None:
             raise UsageError(
                 "--offline uses the embedded test endpoint; drop --base-url and --api-key "
                 "(or drop --offline to call them)."
             )
-        from ..testing import LexicalRerankEndpoint
-
+        options = offline_client_options(args.model)
         if kwargs.get("model_family") is None:  # explicit: the environment's is not read
-            kwargs["model_family"] = "llama-rank"  # the embedded endpoint takes rank_fields
-        client = RerankClient(
-            model=args.model or OFFLINE_MODEL,
-            api_key=OFFLINE_API_KEY,
-            base_url=OFFLINE_BASE_URL,
-            transport=LexicalRerankEndpoint(),
-            **kwargs,
-        )
+            kwargs["model_family"] = options["model_family"]
+        client = RerankClient(**(options | kwargs))
         return client, Mode(True, OFFLINE_HEADER, client.model, client.base_url)
     if args.api_key is not None:
         print(
@@ -278,3 +280,48 @@ def usage_json(results: object) -> dict[str, int] | None:
         if isinstance(value, int) and not isinstance(value, bool):
             out[name] = value
     return out or None
+
+
+# -- output paths --------------------------------------------------------------------------
+def _creatable_in(folder: Path, what: str, path: Path) -> None:
+    """``folder`` exists, is a folder and is writable; else a usage error naming ``what``."""
+    if not folder.exists():
+        ancestor = folder
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor.exists() and not ancestor.is_dir():
+            raise UsageError(f"cannot write {what} {path}: {ancestor} is not a folder")
+        raise UsageError(f"cannot write {what} {path}: no such folder {folder}")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {what} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {what} {path}: no permission to write in {folder}")
+
+
+def check_output_file(path: Path, what: str) -> None:
+    """Refuse, before anything is sent, an output file that could not be written: one that
+    is a folder, not writable, or in a folder that does not exist (or is a file)."""
+    if path.is_dir():
+        raise UsageError(f"cannot write {what} {path}: it is a folder; give a file name")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"cannot write {what} {path}: no permission")
+        return
+    _creatable_in(path.parent, what, path)
+
+
+def check_output_folder(path: Path, what: str) -> None:
+    """Refuse an output folder that is a file, or that could not be created."""
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"cannot write {what} into {path}: no permission")
+        return
+    if path.exists():
+        raise UsageError(f"cannot write {what} into {path}: it is a file, not a folder")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"cannot write {what} into {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {what} into {path}: no permission to write in {ancestor}")

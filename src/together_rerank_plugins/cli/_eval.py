@@ -1,10 +1,11 @@
 """``together-rerank eval DATASET``: does reranking help this search, and how much?
 
 A first stage (BM25 from ``bm25s``, or any TREC run file) retrieves candidates for every
-judged query of a BEIR-format dataset; the reranker reorders the top ``c`` of them for each
-candidate count ``c`` of the sweep. nDCG@k, RR@k (MRR@k as a mean) and Recall@k are
-computed by ``ir-measures`` (pytrec_eval underneath), never by formulas of ours, for the
-first stage alone and for each reranked run, with the tokens the reranker reported.
+judged query of a BEIR-format dataset (``_eval_data``); the reranker reorders the top ``c``
+of them for each candidate count ``c`` of the sweep. nDCG@k, RR@k (MRR@k as a mean) and
+Recall@k are computed by pytrec_eval (trec_eval's C code; ``_eval_metrics``), never by
+formulas of ours, for the first stage alone and for each reranked run, with the tokens the
+reranker reported; ``_eval_plot`` draws them.
 
 Every run is evaluated exactly in the order we produced: documents get rank-derived scores
 (``depth - rank``), so the metric library's own tie-breaking never reorders them, and below
@@ -19,7 +20,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,26 @@ from ._common import (
     UsageError,
     add_config_flags,
     add_output_flags,
+    check_output_folder,
     make_client,
     missing_extra,
     positive_int,
     usage_tokens,
 )
+from ._eval_data import Dataset, bm25_first_stage, load_beir, run_file_first_stage
+from ._eval_metrics import means, measure_names, require_metrics, write_trec_run
+from ._eval_plot import check_plot_path, plot
+from ._progress import add_progress_flag, progress_bar
 
-__all__ = ["Dataset", "EvalReport", "add_parser", "load_beir", "run"]
+__all__ = [
+    "Dataset",
+    "EvalReport",
+    "add_parser",
+    "bm25_first_stage",
+    "evaluate",
+    "load_beir",
+    "run",
+]
 
 DEFAULT_CANDIDATES = (10, 20, 50, 100)
 DEFAULT_CUTOFF = 10
@@ -46,11 +59,12 @@ DESCRIPTION = """\
 Measure what reranking buys on a BEIR-format dataset (DATASET/corpus.jsonl,
 DATASET/queries.jsonl, DATASET/qrels/<split>.tsv): nDCG@10, MRR@10 (RR@10) and Recall@10
 for the first stage alone and with the reranker over its top 10, 20, 50, 100 candidates,
-with the tokens spent; as a table (or --json) and a PNG plot (--plot).
+with the tokens spent; as a table (or --json) and a plot (--plot sweep.png, .jpg, .pdf, .svg).
 
 The first stage is BM25 (bm25s) over the corpus, or your own retriever's TREC run file
-(--run). Metrics are computed by ir-measures (pytrec_eval). Each candidate count is a real
-rerank call per query: the cost of the sweep is the sum of the counts per query."""
+(--run). Metrics are computed by pytrec_eval (trec_eval's C code). Each candidate count is a
+real rerank call per query: the cost of the sweep is the sum of the counts per query; a
+progress bar counts the calls (on a terminal)."""
 
 
 def _candidates(value: str) -> list[int]:
@@ -109,184 +123,24 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help=f"rerank requests in flight at once (default {DEFAULT_CONCURRENCY})",
     )
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG plot of the sweep here")
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="write a plot of the sweep here, in the format its extension names "
+        "(.png, .jpg, .pdf or .svg)",
+    )
     parser.add_argument(
         "--save-runs",
         metavar="DIR",
         help="write the evaluated runs as TREC run files into DIR",
     )
+    add_progress_flag(parser)
     add_config_flags(parser, ranking=False)
     add_output_flags(parser)
     parser.set_defaults(handler=run)
 
 
-# -- dataset ---------------------------------------------------------------------------------
-@dataclass
-class Dataset:
-    path: Path
-    qrels_file: Path
-    corpus: dict[str, str]  # doc id -> text sent to the reranker (title, then text)
-    queries: dict[str, str]  # judged query ids, in queries.jsonl order -> text
-    qrels: dict[str, dict[str, int]]
-
-
-def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise UsageError(f"{path} not found: DATASET must be a BEIR-format folder")
-    try:
-        with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    raise UsageError(f"{path} line {number}: not valid JSON ({exc})") from None
-                if not isinstance(obj, dict) or "_id" not in obj:
-                    raise UsageError(f'{path} line {number}: expected an object with "_id"')
-                yield number, obj
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path} is not UTF-8 text ({exc.reason})") from None
-
-
-def _qrels_file(folder: Path, split: str | None) -> Path:
-    qdir = folder / "qrels"
-    if split is not None:
-        path = qdir / f"{split}.tsv"
-        if not path.is_file():
-            raise UsageError(f"{path} not found")
-        return path
-    if (qdir / "test.tsv").is_file():
-        return qdir / "test.tsv"
-    found = sorted(qdir.glob("*.tsv"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise UsageError(f"no qrels/*.tsv in {folder}: DATASET must be a BEIR-format folder")
-    names = ", ".join(p.stem for p in found)
-    raise UsageError(f"{folder}/qrels has several splits ({names}) and no test.tsv: pick --split")
-
-
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """BEIR TSV (query-id, corpus-id, score; a header line) or TREC qrels (qid 0 docid rel)."""
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            parts = line.split("\t") if "\t" in line else line.split()
-            parts = [p.strip() for p in parts]
-            if not any(parts):
-                continue
-            if len(parts) == 4:
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise UsageError(f"{path} line {number}: expected query-id, corpus-id, score")
-            try:
-                rel = int(parts[2])
-            except ValueError:
-                if number == 1:  # the header
-                    continue
-                raise UsageError(
-                    f"{path} line {number}: score {parts[2]!r} is not an integer"
-                ) from None
-            qrels.setdefault(parts[0], {})[parts[1]] = rel
-    return qrels
-
-
-def load_beir(folder: Path, split: str | None = None, max_queries: int | None = None) -> Dataset:
-    if not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder: DATASET must be a BEIR-format folder")
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        if not (folder / name).is_file():
-            raise UsageError(f"{folder / name} not found: DATASET must be a BEIR-format folder")
-    qrels_file = _qrels_file(folder, split)
-    qrels_all = _read_qrels(qrels_file)
-    corpus: dict[str, str] = {}
-    for _, obj in _jsonl(folder / "corpus.jsonl"):
-        title = str(obj.get("title") or "").strip()
-        text = str(obj.get("text") or "").strip()
-        corpus[str(obj["_id"])] = f"{title} {text}".strip() if title else text
-    queries: dict[str, str] = {}
-    for _, obj in _jsonl(folder / "queries.jsonl"):
-        qid = str(obj["_id"])
-        if qid in qrels_all:
-            queries[qid] = str(obj.get("text") or "")
-    if not corpus:
-        raise UsageError(f"{folder}/corpus.jsonl has no documents")
-    if not queries:
-        raise UsageError(f"no query of {folder}/queries.jsonl is judged in {qrels_file}")
-    if max_queries is not None:
-        queries = dict(list(queries.items())[:max_queries])
-    qrels = {q: qrels_all[q] for q in queries}
-    return Dataset(folder, qrels_file, corpus, queries, qrels)
-
-
-# -- first stage -----------------------------------------------------------------------------
-def bm25_first_stage(data: Dataset, depth: int) -> dict[str, list[str]]:
-    """BM25 (bm25s, English stopwords, no stemming) top ``depth`` doc ids per query."""
-    try:
-        import bm25s  # type: ignore[import-untyped, unused-ignore]
-    except ImportError:
-        raise missing_extra("bm25s") from None
-    ids = list(data.corpus)
-    retriever = bm25s.BM25()
-    corpus_tokens = bm25s.tokenize(
-        [data.corpus[i] for i in ids], stopwords="en", show_progress=False, return_ids=False
-    )
-    retriever.index(corpus_tokens, show_progress=False)
-    qids = list(data.queries)
-    q_tokens = bm25s.tokenize(
-        [data.queries[q] for q in qids], stopwords="en", show_progress=False, return_ids=False
-    )
-    found, _scores = retriever.retrieve(
-        q_tokens, k=min(depth, len(ids)), show_progress=False, n_threads=1
-    )
-    return {q: [ids[int(i)] for i in row] for q, row in zip(qids, found, strict=True)}
-
-
-def run_file_first_stage(
-    path: Path, data: Dataset, depth: int
-) -> tuple[dict[str, list[str]], list[str]]:
-    """Top ``depth`` doc ids per judged query from a TREC run file; and warnings."""
-    import ir_measures  # type: ignore[import-untyped, unused-ignore]
-
-    if not path.is_file():
-        raise UsageError(f"cannot read {path}: no such file")
-    scored: dict[str, list[tuple[float, str]]] = {}
-    unknown = 0
-    try:
-        read_trec_run: Any = ir_measures.read_trec_run  # untyped
-        for doc in read_trec_run(str(path)):
-            qid, did = str(doc.query_id), str(doc.doc_id)
-            if qid not in data.queries:
-                continue
-            if did not in data.corpus:
-                unknown += 1
-                continue
-            scored.setdefault(qid, []).append((float(doc.score), did))
-    except (ValueError, IndexError) as exc:
-        raise UsageError(f"{path} is not a TREC run file ({exc})") from None
-    warnings = []
-    if unknown:
-        warnings.append(f"{unknown} document(s) of {path} are not in the corpus; skipped them")
-    missing = [q for q in data.queries if q not in scored]
-    if missing:
-        warnings.append(
-            f"{len(missing)} judged query(ies) have no result in {path}; they count as 0 in every "
-            "mean"
-        )
-    # best score first; ties keep the file's order
-    out = {
-        q: [d for _, d in sorted(pairs, key=lambda p: -p[0])][:depth] for q, pairs in scored.items()
-    }
-    return {q: out[q] for q in data.queries if q in out}, warnings
-
-
 # -- evaluation ------------------------------------------------------------------------------
-def as_run(order: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
-    """Rank-derived scores, so the metric library evaluates exactly this order."""
-    return {q: {d: float(len(ds) - i) for i, d in enumerate(ds)} for q, ds in order.items()}
-
-
 @dataclass
 class SweepPoint:
     candidates: int
@@ -320,7 +174,7 @@ class EvalReport:
             "queries": len(self.dataset.queries),
             "queries_with_candidates": len(self.first_order),
             "first_stage": {"name": self.first_stage_name, "depth": self.depth},
-            "metric_library": "ir-measures",
+            "metric_library": "pytrec_eval",
             "measures": self.measures,
             "first_stage_metrics": self.first_stage,
             "rerank": [
@@ -338,30 +192,16 @@ class EvalReport:
         }
 
 
-def _measures(cutoff: int) -> tuple[list[Any], list[str]]:
-    try:
-        import ir_measures
-    except ImportError:
-        raise missing_extra("ir-measures") from None
-    names = [f"nDCG@{cutoff}", f"RR@{cutoff}", f"R@{cutoff}"]
-    return [ir_measures.parse_measure(n) for n in names], names
-
-
-def _aggregate(measures: list[Any], qrels: Any, run: Any) -> dict[str, float]:
-    import ir_measures
-
-    values = ir_measures.calc_aggregate(measures, qrels, run)
-    return {str(m): float(values.get(m, 0.0)) for m in measures}
-
-
 async def _rerank_sweep(
     client: RerankClient,
     data: Dataset,
     first: dict[str, list[str]],
     counts: list[int],
     concurrency: int,
+    bar: Any = None,
 ) -> dict[int, tuple[dict[str, list[str]], int | None, int, int]]:
-    """For each count: reranked top-c per query, tokens (None if unreported), requests, docs."""
+    """For each count: reranked top-c per query, tokens (None if unreported), requests, docs.
+    ``bar.update(1)`` after each query's call, if a bar is given."""
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(c: int, qid: str) -> tuple[int, str, list[str], int | None, int, int]:
@@ -370,6 +210,8 @@ async def _rerank_sweep(
             return c, qid, [], 0, 0, 0
         async with semaphore:
             results = await client.arerank(data.queries[qid], [data.corpus[d] for d in pool])
+        if bar is not None:
+            bar.update(1)
         order = [pool[r.index] for r in results]
         return c, qid, order, usage_tokens(results), results.requests, results.documents_sent
 
@@ -402,8 +244,9 @@ def evaluate(
     counts: list[int],
     cutoff: int,
     concurrency: int,
+    progress: bool = False,
 ) -> EvalReport:
-    measures, names = _measures(cutoff)
+    names = measure_names(cutoff)
     depth = max(max(counts), cutoff)
     warnings: list[str] = []
     if run_file is None:
@@ -421,11 +264,13 @@ def evaluate(
             "counts rerank all of them"
         )
     qrels = data.qrels  # a judged query without candidates counts as 0, as in trec_eval -c
-    import ir_measures
-
-    pool_measures = [ir_measures.parse_measure(f"R@{c}") for c in counts]
-    first_metrics = _aggregate(measures + pool_measures, qrels, as_run(first))
-    reranked = asyncio.run(_rerank_sweep(client, data, first, counts, concurrency))
+    first_metrics = means(qrels, first, cutoff, recall_at=counts)
+    calls = sum(1 for docs in first.values() if docs) * len(counts)
+    bar = progress_bar(progress, calls, unit="call")
+    try:
+        reranked = asyncio.run(_rerank_sweep(client, data, first, counts, concurrency, bar))
+    finally:
+        bar.close()
     sweep = []
     for c in counts:
         top, tokens, requests, documents = reranked[c]
@@ -433,7 +278,7 @@ def evaluate(
         sweep.append(
             SweepPoint(
                 candidates=c,
-                metrics=_aggregate(measures, qrels, as_run(order)),
+                metrics=means(qrels, order, cutoff),
                 pool_recall=first_metrics[f"R@{c}"],
                 requests=requests,
                 documents=documents,
@@ -456,13 +301,6 @@ def evaluate(
 
 
 # -- output ----------------------------------------------------------------------------------
-def write_trec_run(path: Path, order: Mapping[str, Sequence[str]], tag: str) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as f:
-        for qid, run in as_run(order).items():
-            for rank, (did, score) in enumerate(run.items(), start=1):
-                f.write(f"{qid} Q0 {did} {rank} {score:g} {tag}\n")
-
-
 def save_runs(report: EvalReport, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / "first_stage.trec"]
@@ -494,7 +332,7 @@ def print_table(report: EvalReport) -> None:
         print(row + f"{p.pool_recall:>10.4f}{_fmt_tokens(p.tokens):>12}{per_q:>10}")
     k = report.cutoff
     print(
-        f"means over {n_queries} queries, computed by ir-measures (pytrec_eval): nDCG@{k}, "
+        f"means over {n_queries} queries, computed by pytrec_eval (trec_eval): nDCG@{k}, "
         f"RR@{k} (= MRR@{k}), R@{k} (recall); pool R@c = the first stage's Recall@c, the most "
         "any reranking of those c candidates can find."
     )
@@ -502,90 +340,23 @@ def print_table(report: EvalReport) -> None:
         print("tokens: n/a (not reported by this client version)")
 
 
-def plot(report: EvalReport, path: Path) -> None:
-    """Quality and cost against the candidate count, as a PNG (matplotlib, Agg, no pyplot)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise missing_extra("matplotlib") from None
-    counts = [p.candidates for p in report.sweep]
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax, cost = fig.subplots(1, 2, width_ratios=[3, 2])
-    colors = ["tab:blue", "tab:orange", "tab:green"]
-    for name, color in zip(report.measures, colors, strict=True):
-        ax.plot(
-            counts,
-            [p.metrics[name] for p in report.sweep],
-            marker="o",
-            color=color,
-            label=f"{name} reranked",
-        )
-        ax.axhline(
-            report.first_stage[name],
-            color=color,
-            linestyle="--",
-            linewidth=1,
-            label=f"{name} {report.first_stage_name} alone",
-        )
-    ax.plot(
-        counts,
-        [p.pool_recall for p in report.sweep],
-        marker="s",
-        color="gray",
-        linestyle=":",
-        label="pool R@c (first stage)",
-    )
-    ax.set_xscale("log")
-    ax.set_xticks(counts, [str(c) for c in counts])
-    ax.minorticks_off()
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("candidates reranked per query (c)")
-    ax.set_ylabel("mean over queries")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
-    ax.set_title("quality (ir-measures)")
-    positions = list(range(len(counts)))
-    if all(p.tokens is not None for p in report.sweep):
-        values = [(p.tokens or 0) / max(p.requests, 1) for p in report.sweep]
-        cost.set_ylabel("tokens per query")
-        cost.set_title("cost: tokens reported by the endpoint")
-    else:
-        values = [p.documents / max(p.requests, 1) for p in report.sweep]
-        cost.set_ylabel("documents reranked per query")
-        cost.set_title("cost (tokens not reported)")
-    cost.bar(positions, values, color="tab:purple")
-    cost.set_xticks(positions, [str(c) for c in counts])
-    cost.set_xlabel("candidates reranked per query (c)")
-    cost.grid(alpha=0.3, axis="y")
-    where = (
-        "OFFLINE: embedded lexical test endpoint, not LlamaRank"
-        if report.mode.offline
-        else f"model {report.mode.model}"
-    )
-    fig.suptitle(
-        f"{report.first_stage_name} + rerank on {report.dataset.path.name} "
-        f"({len(report.dataset.queries)} queries) — {where}",
-        fontsize=10,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=110)
-
-
 def run(args: argparse.Namespace) -> int:
     data = load_beir(Path(args.dataset), args.split, args.max_queries)
-    _measures(args.cutoff)  # fail early if ir-measures is missing
+    require_metrics()  # fail early if pytrec_eval is missing
     if args.run is None:
         try:
-            import bm25s  # noqa: F401
+            import bm25s  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
         except ImportError:
             raise missing_extra("bm25s") from None
+    # every output is checked before anything is sent (a sweep can take minutes)
     if args.plot is not None:
+        check_plot_path(Path(args.plot))
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise missing_extra("matplotlib") from None
+    if args.save_runs is not None:
+        check_output_folder(Path(args.save_runs), "--save-runs runs")
     # every candidate keeps its place: a metric must see two judged copies of a passage
     client, mode = make_client(args, dedupe=False)
     out = sys.stderr if args.json else sys.stdout
@@ -615,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
             counts=args.candidates,
             cutoff=args.cutoff,
             concurrency=args.concurrency,
+            progress=not args.no_progress,
         )
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)

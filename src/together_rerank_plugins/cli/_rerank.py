@@ -27,7 +27,7 @@ Rank documents against QUERY and print them best first with their scores.
 Documents come from FILE, or standard input when FILE is '-' or omitted: one document per
 line (blank lines are skipped), or JSON Lines with --field NAME (the text of each object's
 NAME) or --rank-fields a,b (each object sent whole, ranked on those fields; Llama-Rank
-endpoints only)."""
+endpoints only). JSON Lines without either flag is refused, with the flag to add."""
 
 
 def add_parser(sub: Any) -> None:
@@ -111,6 +111,38 @@ def read_documents(
     return docs
 
 
+#: Field names tried first when suggesting ``--field`` for JSON Lines input.
+_TEXT_FIELDS = ("text", "content", "page_content", "body", "document", "passage", "contents")
+
+
+def refuse_unflagged_jsonl(docs: list[InputDoc], source: str) -> None:
+    """Input in which every line is a JSON object, read without --field/--rank-fields, would
+    rank the raw JSON text: refuse it, naming the flag (and a field) to use instead."""
+    objects: list[dict[str, Any]] = []
+    for doc in docs:
+        text = doc.text.strip()
+        if not text.startswith("{"):
+            return
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        objects.append(obj)
+    if not objects:
+        return
+    common = [k for k, v in objects[0].items() if isinstance(v, str)]
+    common = [k for k in common if all(isinstance(o.get(k), str) for o in objects)]
+    preferred = [k for k in _TEXT_FIELDS if k in common]
+    name = (preferred or common or ["NAME"])[0]
+    raise UsageError(
+        f"{source} is JSON Lines (every line is a JSON object), and without a flag each line's "
+        f"raw JSON text would be ranked: add --field {name} to rank the text of each object's "
+        f'"{name}", or --rank-fields a,b to send the objects whole and rank on those fields'
+    )
+
+
 def _open_input(path: str) -> tuple[TextIO, str, bool]:
     if path == "-":
         if sys.stdin is None or sys.stdin.isatty():
@@ -141,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
             stream.close()
     if not docs:
         raise UsageError(f"no documents in {source}")
+    if args.field is None and rank_fields is None:
+        refuse_unflagged_jsonl(docs, source)
 
     client, mode = make_client(args)
     print(mode.header, file=sys.stderr if args.json else sys.stdout, flush=True)
