@@ -6,14 +6,12 @@ Against the loopback servers of ``_faults_server.py`` (hanging, trickling, 503, 
 20 with ``--quick``) with ``on_error="fallback"``:
 
 - **deadline** (``deadline=0.5``, default ``timeout`` and ``max_retries``): every call
-  returns within 0.5 s + 10%; p50, p99 and max per failing server. Runs only when
-  ``RerankClient`` accepts ``deadline=``; otherwise it says so and is skipped.
+  returns within 0.5 s + 10%; p50, p99 and max per failing server.
 - **breaker** (``CircuitBreaker(failure_threshold=5)``): at most 5 calls reach the failing
   server (counted by the server and by the calls that were not refused by the breaker),
   the other calls return in under 5 ms each, and the whole run takes under
-  5 x 0.5 s + 1 s. Each failing call is bounded by ``deadline=0.5`` when available, else
-  by ``timeout=0.5, max_retries=0`` (the trickling server then cannot be bounded and is
-  skipped). The reference is today's cost without a breaker, ``timeout=0.5`` and the
+  5 x 0.5 s + 1 s. Each failing call is bounded by ``deadline=0.5``. The reference is
+  today's cost without a breaker, ``timeout=0.5`` and the
   default 2 retries: measured on 2 calls and multiplied by N (429 with ``Retry-After: 30``
   is not measured: the SDK waits 30 s before each of its 2 retries, 60 s a call).
 - **failover** to the healthy secondary (the primary hangs; ``timeout=0.25,
@@ -24,7 +22,6 @@ Against the loopback servers of ``_faults_server.py`` (hanging, trickling, 503, 
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import statistics
@@ -89,12 +86,6 @@ class FaultsServer:
         self.close()
 
 
-def has_deadline() -> bool:
-    from together_rerank_plugins import RerankClient
-
-    return "deadline" in inspect.signature(RerankClient).parameters
-
-
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank) of a list of seconds."""
     ordered = sorted(values)
@@ -141,16 +132,13 @@ def _warm_up(server: FaultsServer, docs: list[str]) -> None:
 def _deadline_rows(server: FaultsServer, queries: list[str], docs: list[str]) -> list[Row]:
     from together_rerank_plugins import RerankClient
 
-    if not has_deadline():
-        print("\n  (deadline rows skipped: this RerankClient has no `deadline=` yet)", end="")
-        return []
     rows = []
     limit = DEADLINE * 1.1
     for kind in FAILING:
         client = RerankClient(
             api_key=API_KEY,
             base_url=server.url(kind),
-            deadline=DEADLINE,  # type: ignore[call-arg]
+            deadline=DEADLINE,
             on_error="fallback",
         )
         times, results = timed_calls(client, queries, docs)
@@ -190,17 +178,10 @@ def _breaker_rows(server: FaultsServer, queries: list[str], docs: list[str]) -> 
     from together_rerank_plugins import CircuitBreaker, CircuitOpenError, RerankClient
 
     n = len(queries)
-    deadline = has_deadline()
-    bound: dict[str, Any] = (
-        {"deadline": DEADLINE} if deadline else {"timeout": DEADLINE, "max_retries": 0}
-    )
-    how = "deadline=0.5" if deadline else "timeout=0.5, max_retries=0"
+    how = "deadline=0.5"
     budget = THRESHOLD * DEADLINE + 1.0
     rows = []
     for kind in FAILING:
-        if kind == "trickle" and not deadline:
-            print("\n  (breaker row for the trickling server skipped: needs `deadline=`)", end="")
-            continue
         server.reset(kind)
         breaker = CircuitBreaker(failure_threshold=THRESHOLD, recovery_time=30.0)
         client = RerankClient(
@@ -208,7 +189,7 @@ def _breaker_rows(server: FaultsServer, queries: list[str], docs: list[str]) -> 
             base_url=server.url(kind),
             circuit_breaker=breaker,
             on_error="fallback",
-            **bound,
+            deadline=DEADLINE,
         )
         start = time.perf_counter()
         times, results = timed_calls(client, queries, docs)
