@@ -132,7 +132,7 @@ def test_install_line_covers_imports(page: Path) -> None:
     words = install_command(page)
     assert words, f"{page.name} has examples but no `pip install` line saying what they need"
     extras, others = parse_install(words)
-    assert extras, f"{page.name}: install this package (`pip install \".[extra]\"`) first"
+    assert extras, f'{page.name}: install this package (`pip install ".[extra]"`) first'
     ours = Requirement(f"together-rerank-plugins[{','.join(sorted(extras))}]")
     installs = _closure([ours, *(Requirement(o) for o in others)])
     modules = set().union(*(_imports(e.code) for e in examples(page) if not e.skip))

@@ -310,10 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             "\n# Paste the two lines above into the shell that runs your code; Ctrl-C stops it.",
             flush=True,
         )
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait(args.seconds)  # None: until interrupted
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
