@@ -25,6 +25,7 @@ The conventions (also in docs/testing.md, for whoever writes docs):
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -143,3 +144,34 @@ def test_install_line_covers_imports(page: Path) -> None:
         if not {canonicalize_name(d) for d in providers.get(m, [m])} & installs
     }
     assert not missing, f"{page.name}: `pip install {' '.join(words)}` does not install {missing}"
+
+
+@pytest.mark.loopback
+def test_serve_command_prints_exports_that_work_and_stops_by_itself(tmp_path: Path) -> None:
+    """The docs' serve command: its export lines reach the endpoint; --seconds bounds it."""
+    command = "python -m together_rerank_plugins.testing --seconds 20"
+    with served(command, sys.executable) as exported:
+        assert set(exported) == {"TOGETHER_BASE_URL", "TOGETHER_API_KEY"}
+        assert exported["TOGETHER_BASE_URL"].startswith("http://127.0.0.1:")
+        code = (
+            "from together_rerank_plugins import RerankClient\n"
+            "print(RerankClient().rerank('pears', ['red apples', 'green pears'])[0].index)\n"
+        )
+        (tmp_path / "client.py").write_text(code)
+        proc = subprocess.run(
+            [sys.executable, "client.py"],
+            cwd=tmp_path,
+            env=reader_env(exported),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (proc.returncode, proc.stdout.strip()) == (0, "1"), proc.stderr
+    timed = subprocess.run(
+        [sys.executable, "-m", "together_rerank_plugins.testing", "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert timed.returncode == 0
+    assert timed.stdout.startswith("export TOGETHER_BASE_URL=http://127.0.0.1:")
