@@ -147,7 +147,7 @@ with the variants interleaved, so they are comparable even though absolute times
 ```bash
 pip install -e ".[all]"          # the package with both adapters (no other dependency)
 python benchmarks/run.py          # about 2-3 minutes; prints the table, rewrites this file
-python benchmarks/run.py --quick  # QUICK_DURATION: a smoke run; timings shown, not judged
+python benchmarks/run.py --quick  # ~1 min (52 s on 2 busy cores): a smoke run; timings not judged
 python benchmarks/run.py --only async,batching   # some sections: cache, overhead, async,
                                                   # batching, imports
 ```
