@@ -117,10 +117,9 @@ class RerankFields(BaseModel):
         """Validate the fields, then build the client: a bad or unknown argument raises
         :class:`RerankConfigError` (a ``ValueError``) here, describing each of pydantic's
         errors (without their input values, which may include the key)."""
-        problem = _given_twice(type(self), data)
+        problem = None
         try:
-            if problem is None:
-                super().__init__(**data)
+            super().__init__(**data)
         except ValidationError as exc:
             problem = _describe(exc, type(self))
         if problem is not None:
@@ -228,19 +227,6 @@ class RerankFields(BaseModel):
             return self.model_copy(update=overrides)  # shares the private client
         data = {name: getattr(self, name) for name in type(self).model_fields}
         return type(self)(**(data | overrides))
-
-
-def _given_twice(cls: type[RerankFields], data: dict[str, Any]) -> str | None:
-    """A field passed under both its name and its alias (``api_key`` and
-    ``together_api_key``): pydantic would call one of them unknown."""
-    for name, info in cls.model_fields.items():
-        if info.alias and info.alias != name and name in data and info.alias in data:
-            what = "The API key" if name == cls._KEY_FIELD else f"`{name}`"
-            return (
-                f"{what} was given twice, as `{info.alias}` and as `{name}` (two names of one "
-                f"setting of {cls.__name__}); pass only one."
-            )
-    return None
 
 
 def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:

@@ -88,36 +88,13 @@ def clean_text(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-class _BadKey(Exception):
-    """A mapping key that JSON cannot carry as it is (raised while cleaning a document)."""
-
-
 def _clean_value(value: Any) -> Any:
-    """A document's value as sent: lone surrogates replaced at any depth (keys and tuples
-    included; tuples become lists, as JSON sends them). A key that is not a string, or two
-    keys that only differ by such characters, raise :class:`_BadKey`: JSON keys are strings,
-    and ``{1: "a", "1": "b"}`` would send one key twice."""
     if isinstance(value, str):
         return clean_text(value)
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):
         return [_clean_value(v) for v in value]
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                shown = repr(key) if len(repr(key)) <= 40 else type(key).__name__
-                raise _BadKey(
-                    f"has a key {shown} that is not a string; JSON object keys are strings: "
-                    "convert them, e.g. {str(k): v for k, v in doc.items()}"
-                )
-            name = clean_text(key)
-            if name in out:
-                raise _BadKey(
-                    f"has two keys that both become {name!r} once their lone surrogates "
-                    "are replaced by U+FFFD; rename one"
-                )
-            out[name] = _clean_value(item)
-        return out
+        return {k: _clean_value(v) for k, v in value.items()}
     return value
 
 
@@ -161,12 +138,7 @@ def _check_documents(documents: Any, rank_fields: list[str] | None) -> list[Docu
                 "`rank_fields` only applies to mapping documents; drop it or pass dicts."
             )
         return docs
-    docs = []
-    for i, d in enumerate(documents):
-        try:
-            docs.append(_clean_value(d))
-        except _BadKey as exc:
-            raise RerankInputError(f"documents[{i}] {exc}.") from None
+    docs = [_clean_value(d) for d in documents]
     kinds = set()
     for i, doc in enumerate(docs):
         if isinstance(doc, str):
@@ -236,7 +208,5 @@ def validate_call(
         raise RerankInputError(str(exc)) from None
     query = _check_query(query)
     fields = check_rank_fields(rank_fields)
-    if fields is not None:  # cleaned as the documents' keys are, so they still match
-        fields = [clean_text(f) for f in fields]
     docs = _check_documents(documents, fields)
     return CallSpec(query, docs, top_n, fields, threshold)

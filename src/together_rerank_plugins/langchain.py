@@ -199,8 +199,6 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
         Traced as a retriever-type child run of ``callbacks`` (LangSmith shows the returned
         documents and scores; the token usage is passed to handlers as ``usage=``).
         """
-        # a snapshot: results map onto what was sent, even if the caller's list changes
-        documents = require_sequence(documents)
         options = self._call_options()
         plan = self._client.plan(
             query, self._payload(documents, options["rank_fields"], documents_only=True), **options
@@ -225,8 +223,6 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Async :meth:`compress_documents` (native: no worker thread)."""
-        # a snapshot: results map onto what was sent, even if the caller's list changes
-        documents = require_sequence(documents)
         options = self._call_options()
         plan = self._client.plan(
             query, self._payload(documents, options["rank_fields"], documents_only=True), **options

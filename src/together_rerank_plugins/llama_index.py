@@ -181,7 +181,6 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        nodes = require_sequence(nodes, "nodes")  # a snapshot: results map onto what was sent
         plan = self._plan(nodes, query_bundle)
         with self._start(nodes, query_bundle) as event:
             return self._end(event, nodes, self._client.execute(plan))
@@ -190,7 +189,6 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        nodes = require_sequence(nodes, "nodes")  # a snapshot: results map onto what was sent
         plan = self._plan(nodes, query_bundle)
         with self._start(nodes, query_bundle) as event:
             return self._end(event, nodes, await self._client.aexecute(plan))
