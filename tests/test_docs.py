@@ -125,6 +125,21 @@ def _closure(requirements: list[Requirement]) -> set[str]:
     return names
 
 
+def _providers() -> dict[str, list[str]]:
+    """Top-level module -> distributions providing it. ``packages_distributions()`` of
+    Python 3.10 reads only ``top_level.txt``, which wheels built without setuptools lack;
+    3.11+ also infers it from the files, as done here."""
+    found: dict[str, list[str]] = {}
+    for dist in metadata.distributions():
+        tops = set((dist.read_text("top_level.txt") or "").split())
+        for file in dist.files or []:
+            if file.suffix == ".py" and ".." not in file.parts:
+                tops.add(file.parts[0] if len(file.parts) > 1 else file.stem)
+        for top in tops:
+            found.setdefault(top, []).append(dist.metadata["Name"])
+    return found
+
+
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if any(not e.skip for e in examples(p))], ids=lambda p: p.name
 )
@@ -137,7 +152,7 @@ def test_install_line_covers_imports(page: Path) -> None:
     ours = Requirement(f"together-rerank-plugins[{','.join(sorted(extras))}]")
     installs = _closure([ours, *(Requirement(o) for o in others)])
     modules = set().union(*(_imports(e.code) for e in examples(page) if not e.skip))
-    providers = metadata.packages_distributions()
+    providers = _providers()
     missing = {
         m: providers.get(m)
         for m in sorted(modules)
