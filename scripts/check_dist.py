@@ -156,7 +156,7 @@ def extras(outdir: Path) -> None:
                     print(f"  {label:24} {example.name:36} {status} ({took:.1f} s)", flush=True)
                     if proc.returncode:
                         failures.append(f"{example.name} with {label}:\n{proc.stderr[-2000:]}")
-            if extra & {"langchain", "llama-index", "all"}:
+            if extra & {"langchain", "llama-index", "all"} and not others:
                 demo = subprocess.run(
                     [where / "bin" / "together-rerank", "demo", "--offline", "--questions", "1"],
                     capture_output=True,
