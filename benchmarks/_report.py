@@ -104,6 +104,24 @@ def table(rows: list[Row]) -> tuple[str, list[str]]:
     return "\n".join(out), [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
 
 
+COUNTED = ("cache", "dedupe")  # rows judged on counts (documents, tokens), not on time
+
+
+def unjudge_timings(rows: list[Row]) -> list[Row]:
+    """For ``--quick``: timing rows become information only.
+
+    A quick run takes one sample per variant (a few dozen for the overhead), and on a shared
+    machine one sample's noise alone can move a ratio past its target: a verdict from it
+    would be noise. The counted targets (cache, dedupe) do not depend on timing and stay
+    judged, so a quick run still fails when the code sends what it should not.
+    """
+    for row in rows:
+        if row.ok is not None and not row.benchmark.startswith(COUNTED):
+            row.ok = None
+            row.notes.append("quick run: too few samples for a timing verdict (not judged)")
+    return rows
+
+
 def verdict(rows: list[Row]) -> list[str]:
     judged = [r for r in rows if r.ok is not None]
     failed = [r for r in judged if not r.ok]
@@ -129,7 +147,7 @@ with the variants interleaved, so they are comparable even though absolute times
 ```bash
 pip install -e ".[all]"          # the package with both adapters (no other dependency)
 python benchmarks/run.py          # about 2-3 minutes; prints the table, rewrites this file
-python benchmarks/run.py --quick  # about a minute: a smoke run (prints only; --write keeps it)
+python benchmarks/run.py --quick  # ~1 min (52 s on 2 busy cores): a smoke run; timings not judged
 python benchmarks/run.py --only async,batching   # some sections: cache, redis, overhead,
                                                   # async, batching, imports, production
 ```

@@ -3,10 +3,13 @@
 # retrieve 20 candidates per question through LlamaIndex and LangChain, rerank to the top 5.
 # Without TOGETHER_API_KEY it runs offline against the embedded test endpoint (and says so).
 # Usage: bash scripts/demo.sh [--offline] [--questions N] [--top-n N]
+# The install is editable, like scripts/test.sh's in the same ./.venv: either script may run
+# first, and the tests keep testing this checkout's source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet ".[all]"
-exec .venv/bin/python -m together_rerank_plugins.demo "$@"
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[all]"
+exec "$VENV/bin/python" -m together_rerank_plugins.demo "$@"

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install the package with its test dependencies into ./.venv, then run the test suite.
+# Install the package (editable) with its test dependencies into a venv, then run the suite.
 # Usage: bash scripts/test.sh [pytest args...]
+#   PYTHON=python3.12 VENV=.venv-3.12 bash scripts/test.sh   # another interpreter, its own venv
+# Defaults: PYTHON=python3, VENV=.venv. .ci/run calls this once per supported Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
-exec .venv/bin/python -m pytest "$@"
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[test]"
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,63 +1,192 @@
-"""Every ```python example in README.md and docs/*.md runs, as a user would run it.
+"""Every ```python example in README.md and docs/*.md runs on its own, as a reader would run it.
 
-Each file's examples run in order, in one fresh subprocess, with the environment a user
-would have set: TOGETHER_API_KEY (a placeholder) and TOGETHER_BASE_URL pointing at the
-embedded lexical endpoint served on 127.0.0.1 (not Together). Examples that need an LLM or
-an embedding model get LlamaIndex's MockLLM/MockEmbedding through ``Settings``, the way a
-user's own configuration would reach them; the prelude below is the only hidden code.
-A block whose first line is ``# not run`` is skipped (shell-only or live-only snippets).
+The conventions (also in docs/testing.md, for whoever writes docs):
+
+- Each ```python block runs alone, in a fresh interpreter, in an empty directory, with the
+  reader's environment: nothing of TOGETHER_*, LANGSMITH_*, LANGCHAIN_*, OPENAI_* and no
+  hidden set-up code. So a block imports what it uses and configures what it needs (for
+  LlamaIndex indexes: ``Settings.llm = MockLLM()`` / ``Settings.embed_model = ...`` shown).
+- Offline, either way:
+  * self-contained: ``transport=LexicalRerankEndpoint()`` and ``api_key="placeholder"``; or
+  * after the page's serve command: a ```bash block on the page, before the examples,
+    with the line ``python -m together_rerank_plugins.testing`` (it serves the embedded
+    endpoint on 127.0.0.1 and prints ``export TOGETHER_BASE_URL=...`` and
+    ``export TOGETHER_API_KEY=...``). The test runs that command as written and gives every
+    later block of the page the variables it printed, as a reader who pasted them would have.
+- ``<!-- continues -->`` on the line just before a fence: the block continues the previous
+  python block of the page; it runs with that block (and what it continues) first.
+- ``<!-- skip: why -->`` on the line just before a fence: not run (a real key, a download);
+  reported as a skipped test with the reason.
+- A page with examples names, in its first ``pip install`` line, everything they import
+  (checked here against the installed metadata; scripts/check_dist.py runs each page in a
+  fresh venv with only that line installed).
 """
 
 from __future__ import annotations
 
-import os
-import re
+import ast
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from together_rerank_plugins.testing import serve_loopback
+from tests.docs_examples import (
+    PAGES,
+    Example,
+    all_examples,
+    examples,
+    install_command,
+    parse_install,
+    reader_env,
+    run,
+    served,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
-
-PRELUDE = """\
-try:
-    from llama_index.core import Settings
-    from llama_index.core.embeddings import MockEmbedding
-    from llama_index.core.llms import MockLLM
-
-    Settings.llm = MockLLM()
-    Settings.embed_model = MockEmbedding(embed_dim=16)
-except ImportError:
-    pass
-"""
+EXAMPLES = all_examples()
 
 
-def blocks(path: Path) -> list[str]:
-    return [b for b in BLOCK.findall(path.read_text()) if not b.startswith("# not run")]
+@pytest.fixture(scope="session")
+def serve_env() -> Iterator[Callable[[str], dict[str, str]]]:
+    """Each distinct serve command, started once (as written), stopped after the session."""
+    with ExitStack() as stack:
+        started: dict[str, dict[str, str]] = {}
+
+        def env_for(command: str) -> dict[str, str]:
+            if command not in started:
+                started[command] = stack.enter_context(served(command, sys.executable))
+            return started[command]
+
+        yield env_for
 
 
 @pytest.mark.loopback
-@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
-def test_doc_examples_run(path: Path, tmp_path: Path) -> None:
-    code = blocks(path)
-    if not code:
-        pytest.skip(f"{path.name} has no python examples")
-    script = tmp_path / f"{path.stem}_examples.py"
-    script.write_text(PRELUDE + "\n\n".join(code))
-    with serve_loopback() as url:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TOGETHER_")}
-        env |= {"TOGETHER_API_KEY": "docs-example-placeholder-key", "TOGETHER_BASE_URL": url}
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
+def test_doc_example_runs(
+    example: Example, tmp_path: Path, serve_env: Callable[[str], dict[str, str]]
+) -> None:
+    if example.skip:
+        pytest.skip(f"{example.name}: {example.skip}")
+    exported = serve_env(example.serve) if example.serve else {}
+    proc = run(example, sys.executable, tmp_path, reader_env(exported))
+    assert proc.returncode == 0, (
+        f"{example.name} failed when run on its own"
+        f"{' after the page serve command' if example.serve else ''}:\n"
+        f"{proc.stdout}\n{proc.stderr}"
+    )
+
+
+def test_markers_are_understood() -> None:
+    """A misspelled marker would silently change how a block runs: only the known ones."""
+    for page in PAGES:
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            text = line.strip()
+            if text.startswith("<!--") and ("continue" in text or "skip" in text):
+                assert text == "<!-- continues -->" or text.startswith("<!-- skip: "), (
+                    f"{page.name}:{number}: unknown marker {text!r}"
+                )
+
+
+def _imports(code: str) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"__future__", "together_rerank_plugins"}
+
+
+def _closure(requirements: list[Requirement]) -> set[str]:
+    """Distributions these requirements install (as recorded in the installed metadata)."""
+    names: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(r, frozenset({""})) for r in requirements]  # (requirement, parent's extras)
+    while todo:
+        req, parent_extras = todo.pop()
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in parent_extras):
+            continue
+        name = canonicalize_name(req.name)
+        if (name, frozenset(req.extras)) in seen:
+            continue
+        seen.add((name, frozenset(req.extras)))
+        names.add(name)
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        extras = frozenset(req.extras) | {""}
+        todo += [(Requirement(r), extras) for r in requires]
+    return names
+
+
+def _providers() -> dict[str, list[str]]:
+    """Top-level module -> distributions providing it. ``packages_distributions()`` of
+    Python 3.10 reads only ``top_level.txt``, which wheels built without setuptools lack;
+    3.11+ also infers it from the files, as done here."""
+    found: dict[str, list[str]] = {}
+    for dist in metadata.distributions():
+        tops = set((dist.read_text("top_level.txt") or "").split())
+        for file in dist.files or []:
+            if file.suffix == ".py" and ".." not in file.parts:
+                tops.add(file.parts[0] if len(file.parts) > 1 else file.stem)
+        for top in tops:
+            found.setdefault(top, []).append(dist.metadata["Name"])
+    return found
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if any(not e.skip for e in examples(p))], ids=lambda p: p.name
+)
+def test_install_line_covers_imports(page: Path) -> None:
+    """The page's first ``pip install`` line installs every package its examples import."""
+    words = install_command(page)
+    assert words, f"{page.name} has examples but no `pip install` line saying what they need"
+    extras, others = parse_install(words)
+    assert extras, f'{page.name}: install this package (`pip install ".[extra]"`) first'
+    ours = Requirement(f"together-rerank-plugins[{','.join(sorted(extras))}]")
+    installs = _closure([ours, *(Requirement(o) for o in others)])
+    modules = set().union(*(_imports(e.code) for e in examples(page) if not e.skip))
+    providers = _providers()
+    missing = {
+        m: providers.get(m)
+        for m in sorted(modules)
+        if not {canonicalize_name(d) for d in providers.get(m, [m])} & installs
+    }
+    assert not missing, f"{page.name}: `pip install {' '.join(words)}` does not install {missing}"
+
+
+@pytest.mark.loopback
+def test_serve_command_prints_exports_that_work_and_stops_by_itself(tmp_path: Path) -> None:
+    """The docs' serve command: its export lines reach the endpoint; --seconds bounds it."""
+    command = "python -m together_rerank_plugins.testing --seconds 20"
+    with served(command, sys.executable) as exported:
+        assert set(exported) == {"TOGETHER_BASE_URL", "TOGETHER_API_KEY"}
+        assert exported["TOGETHER_BASE_URL"].startswith("http://127.0.0.1:")
+        code = (
+            "from together_rerank_plugins import RerankClient\n"
+            "print(RerankClient().rerank('pears', ['red apples', 'green pears'])[0].index)\n"
+        )
+        (tmp_path / "client.py").write_text(code)
         proc = subprocess.run(
-            [sys.executable, str(script)],
+            [sys.executable, "client.py"],
             cwd=tmp_path,
-            env=env,
+            env=reader_env(exported),
             capture_output=True,
             text=True,
             timeout=120,
         )
-    assert proc.returncode == 0, f"{path.name} examples failed:\n{proc.stdout}\n{proc.stderr}"
+        assert (proc.returncode, proc.stdout.strip()) == (0, "1"), proc.stderr
+    timed = subprocess.run(
+        [sys.executable, "-m", "together_rerank_plugins.testing", "--seconds", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert timed.returncode == 0
+    assert timed.stdout.startswith("export TOGETHER_BASE_URL=http://127.0.0.1:")

@@ -23,14 +23,20 @@ or on a real loopback socket, for anything that only takes a ``base_url``::
     ...     client = RerankClient(api_key="offline", base_url=base_url)
     ...     [r.index for r in client.rerank("red apples", ["green pears", "red apples"])]
     [1, 0]
+
+or from a shell, for the docs' examples and anything configured through the environment:
+``python -m together_rerank_plugins.testing`` serves it on 127.0.0.1 and prints the
+``export TOGETHER_BASE_URL=... TOGETHER_API_KEY=...`` lines that point the package at it.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
 import re
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -274,3 +280,40 @@ def serve_loopback(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+PLACEHOLDER_KEY = "placeholder-key-for-the-test-endpoint"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the embedded endpoint on 127.0.0.1 and print the ``export`` lines for it.
+
+    ``python -m together_rerank_plugins.testing [--port N] [--seconds S]``: runs until Ctrl-C
+    (or for ``S`` seconds). The first lines printed are shell ``export`` lines; paste them
+    into the shell that runs your code (the docs' examples use exactly this).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m together_rerank_plugins.testing",
+        description="Serve the embedded test rerank endpoint (word overlap, not LlamaRank) on "
+        "127.0.0.1 and print the export lines that point this package at it.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)"
+    )
+    args = parser.parse_args(argv)
+    with serve_loopback(LexicalRerankEndpoint(), port=args.port) as url:
+        print(f"export TOGETHER_BASE_URL={url}")
+        print(f"export TOGETHER_API_KEY={PLACEHOLDER_KEY}")
+        print(
+            "# The embedded test endpoint (word overlap, NOT LlamaRank) is serving on 127.0.0.1."
+            "\n# Paste the two lines above into the shell that runs your code; Ctrl-C stops it.",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait(args.seconds)  # None: until interrupted
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

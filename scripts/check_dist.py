@@ -1,0 +1,191 @@
+"""Packaging checks, as a new user would meet the package (run by .ci/run).
+
+    python scripts/check_dist.py build DIR          # sdist + wheel (wheel built from the sdist),
+                                                   # licence and metadata checked
+    python scripts/check_dist.py sdist-tests DIR --python PY
+                                                   # unpack the sdist, `pip install ".[test]"`
+                                                   # (not editable) in a fresh venv, run pytest
+    python scripts/check_dist.py extras DIR        # each docs page's examples, in a fresh venv
+                                                   # holding only what its `pip install` installs
+
+Every step starts from the built files, never from this checkout's ``src/``. Exit status 1 on
+the first problem, with what was expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.docs_examples import (  # noqa: E402  (the repository root, just added)
+    PAGES,
+    examples,
+    install_command,
+    parse_install,
+    reader_env,
+    run,
+    served,
+)
+
+NAME = "together_rerank_plugins"
+
+
+def sh(*args: str | Path, cwd: Path | None = None) -> None:
+    print("+", shlex.join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], cwd=cwd, check=True)
+
+
+def fail(message: str) -> None:
+    print(f"check_dist: FAILED: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def artefacts(outdir: Path) -> tuple[Path, Path]:
+    sdists, wheels = sorted(outdir.glob("*.tar.gz")), sorted(outdir.glob("*.whl"))
+    if len(sdists) != 1 or len(wheels) != 1:
+        fail(f"expected one sdist and one wheel in {outdir}, found {sdists + wheels}")
+    return sdists[0], wheels[0]
+
+
+def build(outdir: Path) -> None:
+    """Build both (the wheel from the sdist, so the sdist must be complete); check them."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for old in [*outdir.glob("*.tar.gz"), *outdir.glob("*.whl")]:
+        old.unlink()
+    sh(sys.executable, "-m", "build", "--outdir", outdir, ROOT)
+    sdist, wheel = artefacts(outdir)
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        lic = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        if not lic or zf.read(lic[0]).decode() != licence:
+            fail(f"{wheel.name} carries no LICENSE under .dist-info/licenses/")
+        meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        meta = Parser().parsestr(zf.read(meta_name).decode())
+        for expected in (f"{NAME}/py.typed", f"{NAME}/testing.py"):
+            if expected not in names:
+                fail(f"{wheel.name} lacks {expected}")
+    if meta["License-Expression"] != "MIT" or "LICENSE" not in meta.get_all("License-File", []):
+        fail(f"wheel metadata: License-Expression {meta['License-Expression']!r}")
+    classifiers = meta.get_all("Classifier", [])
+    print(f"wheel: Requires-Python {meta['Requires-Python']}; {len(classifiers)} classifiers")
+
+    with tarfile.open(sdist) as tf:
+        top = sdist.name.removesuffix(".tar.gz")
+        members = set(tf.getnames())
+        for expected in (
+            "LICENSE",
+            "pyproject.toml",
+            "README.md",
+            "tests/test_docs.py",
+            "docs/testing.md",
+        ):
+            if f"{top}/{expected}" not in members:
+                fail(f"{sdist.name} lacks {expected}")
+        sdist_licence = tf.extractfile(f"{top}/LICENSE")
+        if sdist_licence is None or sdist_licence.read().decode() != licence:
+            fail(f"{sdist.name}: LICENSE differs from the repository's")
+    print(f"check_dist: built {sdist.name} and {wheel.name}; LICENSE in both")
+
+
+def venv(where: Path, python: str) -> Path:
+    sh(python, "-m", "venv", where)
+    sh(where / "bin" / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    return where / "bin" / "python"
+
+
+def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
+    """Run the suite from the unpacked sdist against a non-editable install of it."""
+    sdist, _ = artefacts(outdir)
+    with tempfile.TemporaryDirectory(prefix="sdist-tests-") as tmp:
+        with tarfile.open(sdist) as tf:
+            tf.extractall(tmp, filter="data")
+        src = Path(tmp) / sdist.name.removesuffix(".tar.gz")
+        py = venv(Path(tmp) / "venv", python)
+        sh(py, "-m", "pip", "install", "--quiet", ".[test]", cwd=src)
+        sh(py, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args, cwd=src)
+    print(f"check_dist: the suite passed from {sdist.name} ({python})")
+
+
+def extras(outdir: Path) -> None:
+    """Each page's examples, with only what the page's `pip install` line installs."""
+    _, wheel = artefacts(outdir)
+    groups: dict[tuple[frozenset[str], tuple[str, ...]], list[Path]] = {}
+    for page in PAGES:
+        if not any(not e.skip for e in examples(page)):
+            continue
+        words = install_command(page)
+        if not words:
+            fail(f"{page.name} has examples but no `pip install` line")
+        extra, others = parse_install(words)
+        groups.setdefault((frozenset(extra), tuple(sorted(others))), []).append(page)
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="docs-venvs-") as tmp:
+        for (extra, others), pages in sorted(groups.items(), key=lambda g: sorted(g[0][0])):
+            label = f"[{','.join(sorted(extra))}] {' '.join(others)}".strip()
+            where = Path(tmp) / label.replace(" ", "_").replace(",", "-")
+            py = venv(where, sys.executable)
+            spec = f"{wheel}[{','.join(sorted(extra))}]" if extra else str(wheel)
+            sh(py, "-m", "pip", "install", "--quiet", spec, *others)
+            work = where / "work"
+            work.mkdir()
+            for page in pages:
+                for example in examples(page):
+                    if example.skip:
+                        continue
+                    started = time.perf_counter()
+                    if example.serve:
+                        with served(example.serve, str(py)) as exported:
+                            proc = run(example, str(py), work, reader_env(exported))
+                    else:
+                        proc = run(example, str(py), work, reader_env())
+                    took = time.perf_counter() - started
+                    status = "ok" if proc.returncode == 0 else "FAILED"
+                    print(f"  {label:24} {example.name:36} {status} ({took:.1f} s)", flush=True)
+                    if proc.returncode:
+                        failures.append(f"{example.name} with {label}:\n{proc.stderr[-2000:]}")
+            if extra & {"langchain", "llama-index", "all"} and not others:
+                demo = subprocess.run(
+                    [where / "bin" / "together-rerank", "demo", "--offline", "--questions", "1"],
+                    capture_output=True,
+                    text=True,
+                    env=reader_env(),
+                    timeout=300,
+                )
+                status = "ok" if demo.returncode == 0 else "FAILED"
+                print(f"  {label:24} {'together-rerank demo --offline':36} {status}", flush=True)
+                if demo.returncode:
+                    failures.append(f"demo --offline with {label}:\n{demo.stderr[-2000:]}")
+    if failures:
+        fail("\n\n".join(failures))
+    print(f"check_dist: every docs example ran with only its page's install line ({len(groups)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=["build", "sdist-tests", "extras"])
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--python", default=sys.executable, help="for sdist-tests")
+    args, pytest_args = parser.parse_known_args()
+    if args.step == "build":
+        build(args.outdir)
+    elif args.step == "sdist-tests":
+        sdist_tests(args.outdir, args.python, pytest_args)
+    else:
+        extras(args.outdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Find the ```python examples of README.md and docs/*.md and run them as a reader would.
+
+Used by tests/test_docs.py (with the test suite's interpreter) and by
+scripts/check_dist.py (with a fresh venv holding only what each page's install line installs).
+The conventions are written at the top of tests/test_docs.py and in docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import shlex
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.S | re.M)
+MARKER = re.compile(r"^<!--\s*(continues|skip:\s*(?P<reason>.+?))\s*-->$")
+SERVE_COMMAND = "python -m together_rerank_plugins.testing"
+SHELLS = {"bash", "sh", "shell", "console"}
+# What a reader's shell might hold that an example must not silently depend on.
+READER_ENV_DROPPED = ("TOGETHER_", "LANGSMITH_", "LANGCHAIN_", "OPENAI_", "PYTEST_")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One ```python block. ``code`` is the block as written; ``program`` is what runs."""
+
+    page: Path
+    line: int  # of the opening fence, 1-based
+    code: str
+    program: str  # the blocks it continues, then the block itself
+    skip: str | None  # why it is not run (<!-- skip: ... -->), or None
+    serve: str | None  # the page's serve command, when the block comes after it
+
+    @property
+    def name(self) -> str:
+        return f"{self.page.name}:{self.line}"
+
+
+def examples(page: Path) -> list[Example]:
+    """The page's python examples, in order, with their markers applied."""
+    text = page.read_text(encoding="utf-8")
+    found: list[Example] = []
+    serve: str | None = None
+    for match in FENCE.finditer(text):
+        lang, body = match.group(1), match.group(2)
+        line = text.count("\n", 0, match.start()) + 1
+        if lang in SHELLS and serve is None:
+            serve = next(
+                (c for c in _commands(body) if c.startswith(SERVE_COMMAND)),
+                None,
+            )
+        if lang != "python":
+            continue
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        marker = MARKER.match(before)
+        skip = marker.group("reason") if marker and marker.group("reason") else None
+        if body.startswith("# not run"):  # the older, visible form of <!-- skip: ... -->
+            skip = body.split("\n", 1)[0].removeprefix("#").strip()
+        program = body
+        if marker and marker.group(1) == "continues":
+            runs = [e for e in found if not e.skip]
+            if not runs:
+                raise ValueError(f"{page.name}:{line}: <!-- continues --> with no block before")
+            previous = runs[-1]  # a skipped block is one the reader could not run
+            program = previous.program + "\n\n" + body
+        found.append(Example(page, line, body, program, skip, serve))
+    return found
+
+
+def all_examples() -> list[Example]:
+    return [e for page in PAGES for e in examples(page)]
+
+
+def _commands(shell: str) -> list[str]:
+    """Shell lines without their comments."""
+    lines = []
+    for raw in shell.splitlines():
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError:
+            continue
+        if words:
+            lines.append(shlex.join(words))
+    return lines
+
+
+def install_command(page: Path) -> list[str] | None:
+    """The words of the page's first ``pip install`` line (the one its examples need)."""
+    for match in FENCE.finditer(page.read_text(encoding="utf-8")):
+        if match.group(1) not in SHELLS:
+            continue
+        for command in _commands(match.group(2)):
+            words = shlex.split(command)
+            if words[:2] == ["pip", "install"]:
+                return words[2:]
+    return None
+
+
+def parse_install(words: list[str]) -> tuple[set[str], list[str]]:
+    """(extras of this package, other requirements) named by ``pip install`` arguments."""
+    extras: set[str] = set()
+    others: list[str] = []
+    for word in words:
+        if word.startswith("-"):
+            continue
+        project = re.fullmatch(r"(\.|together-rerank-plugins)(?:\[([\w,-]+)\])?", word)
+        if project:
+            extras |= set(filter(None, (project.group(2) or "").split(",")))
+        else:
+            others.append(word)
+    return extras, others
+
+
+def reader_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a reader who set nothing for this package (plus ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(READER_ENV_DROPPED)}
+    return env | (extra or {})
+
+
+@contextlib.contextmanager
+def served(command: str, python: str, *, timeout: float = 60.0) -> Iterator[dict[str, str]]:
+    """Run the docs' serve command as written (``python`` being ``python``); yield the
+    variables its ``export`` lines set; stop it afterwards."""
+    words = shlex.split(command)
+    proc = subprocess.Popen(
+        [python, *words[1:]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=reader_env(),
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    exported: dict[str, str] = {}
+    seen: list[str] = []
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=timeout)
+            except queue.Empty:
+                raise RuntimeError(f"{command!r} printed nothing for {timeout} s") from None
+            seen.append(line)
+            if not line or line.startswith("#"):
+                break
+            name, _, value = line.removeprefix("export ").strip().partition("=")
+            exported[name] = shlex.split(value)[0] if value else ""
+        if not exported:
+            raise RuntimeError(f"{command!r} printed no export lines: {''.join(seen)!r}")
+        yield exported
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        stdout.close()
+
+
+def run(
+    example: Example, python: str, workdir: Path, env: dict[str, str], *, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the example's program in a fresh interpreter, in ``workdir``."""
+    script = workdir / f"{example.page.stem}_line{example.line}.py"
+    script.write_text(example.program, encoding="utf-8")
+    return subprocess.run(
+        [python, script.name],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
