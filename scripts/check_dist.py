@@ -115,6 +115,9 @@ def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
         src = Path(tmp) / sdist.name.removesuffix(".tar.gz")
         py = venv(Path(tmp) / "venv", python)
         sh(py, "-m", "pip", "install", "--quiet", ".[test]", cwd=src)
+        # the whole suite must collect (the "import file mismatch" of issue 12 was a
+        # collection error); then run what the arguments name (all of it by default)
+        sh(py, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", cwd=src)
         sh(py, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args, cwd=src)
     print(f"check_dist: the suite passed from {sdist.name} ({python})")
 
