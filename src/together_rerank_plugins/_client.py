@@ -444,6 +444,10 @@ class RerankClient:
             plan.use_cached(self._store.mget(keys))
         requests = plan.requests()
         if requests:
+            if deadline is not None and deadline.expired():
+                # nothing sent (a failover reached with no time left): not the breaker's
+                # business, and no half-open probe slot taken
+                raise self._sdk.deadline_error(deadline)
             probe = self._admit()
             try:
                 if len(requests) <= 1 or self.max_concurrency == 1:
@@ -558,6 +562,8 @@ class RerankClient:
             plan.use_cached(await self._store.amget(keys))
         requests = plan.requests()
         if requests:
+            if deadline is not None and deadline.expired():  # nothing sent: see _attempt
+                raise self._sdk.deadline_error(deadline)
             probe = self._admit()
             try:
                 if len(requests) <= 1:
