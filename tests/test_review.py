@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from typing import Any
 
 import httpx
 import pytest
 
 from together_rerank_plugins import CircuitBreaker, RerankClient
-from together_rerank_plugins.testing import LexicalRerankEndpoint
+from together_rerank_plugins.testing import LexicalRerankEndpoint, pointwise_lexical_scores
 
 from .conftest import TEST_KEY
 
@@ -31,7 +32,7 @@ def slow_timeout(seconds: float) -> httpx.MockTransport:
 
 # -- a deadline spent by the primary is not the failover endpoint's failure -----------------
 def test_failover_reached_with_no_time_left_is_not_counted_by_its_breaker() -> None:
-    backup = LexicalRerankEndpoint()
+    backup = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
     breaker = CircuitBreaker(failure_threshold=1)
     secondary = RerankClient(
         api_key=TEST_KEY,
@@ -57,7 +58,7 @@ def test_failover_reached_with_no_time_left_is_not_counted_by_its_breaker() -> N
 
 
 async def test_async_failover_reached_with_no_time_left_is_not_counted() -> None:
-    backup = LexicalRerankEndpoint()
+    backup = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
     breaker = CircuitBreaker(failure_threshold=1)
     secondary = RerankClient(
         api_key=TEST_KEY,
@@ -116,3 +117,133 @@ def test_credentials_in_base_url_reach_no_log_line_of_any_library(
     assert request.headers["authorization"] == f"Basic {expected}"
     assert request.headers["x-gateway-token"] == "gw-token-0123456789"
     assert "s3cr3t" not in str(request.url)
+
+
+# -- cancellation: no probe slot, task or client left behind --------------------------------
+async def test_cancelled_probe_frees_the_half_open_slot_and_the_client_still_works() -> None:
+    import asyncio
+
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=10, clock=lambda: now[0])
+    scorer = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    hang = asyncio.Event()
+    mode = {"hang": True}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if mode["hang"]:
+            await hang.wait()  # never set: a server that never answers
+        return scorer.handle(request)
+
+    client = RerankClient(
+        api_key=TEST_KEY,
+        max_retries=0,
+        max_batch_size=1,  # three batches, three tasks in flight
+        transport=httpx.MockTransport(handler),
+        circuit_breaker=breaker,
+    )
+    probe = breaker.admit()
+    breaker.record(probe, "failure")  # open
+    now[0] = 10.0  # half-open: the next call is the probe
+    before = asyncio.all_tasks()
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.arerank(QUERY, DOCS), 0.05)
+    assert asyncio.all_tasks() == before  # no batch task left running
+    assert breaker.state == "half_open"  # the cancelled probe said nothing...
+    mode["hang"] = False
+    results = await client.arerank(QUERY, DOCS)  # ...and freed the slot for the next one
+    assert [r.index for r in results] == [r.index for r in scorer_reference()]
+    assert breaker.state == "closed"
+
+
+def scorer_reference() -> Any:
+    return RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    ).rerank(QUERY, DOCS)
+
+
+# -- threads: one client, batches, cache and breaker ----------------------------------------
+def test_one_client_from_16_threads_with_batches_cache_and_breaker() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [f"red apples {i % 4}" for i in range(64)]
+    docs = [f"red apples {j}" if j % 3 else f"green pears {j}" for j in range(12)]
+    reference = RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    )
+    expected = {
+        q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries
+    }
+    breaker = CircuitBreaker(failure_threshold=1)
+    client = RerankClient(
+        api_key=TEST_KEY,
+        transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores),
+        max_batch_size=3,
+        max_concurrency=3,
+        cache=True,
+        circuit_breaker=breaker,
+    )
+    with ThreadPoolExecutor(16) as pool:
+        got = list(
+            pool.map(
+                lambda q: [(r.index, r.relevance_score) for r in client.rerank(q, docs)], queries
+            )
+        )
+    assert got == [expected[q] for q in queries]
+    assert breaker.state == "closed"
+
+
+# -- adapters: a result's flags describe this call, not an earlier one ------------------------
+def _two_stage_clients() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Options of a stage that fails over (answered by a backup) and of one that falls back."""
+    backup = RerankClient(
+        api_key=TEST_KEY,
+        model="acme/backup",
+        base_url="http://backup.example",
+        transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores),
+    )
+    down = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"message": "x"}}))
+    failing_over = {"api_key": TEST_KEY, "max_retries": 0, "transport": down, "failover": [backup]}
+    falling_back = {
+        "api_key": TEST_KEY,
+        "max_retries": 0,
+        "transport": down,
+        "on_error": "fallback",
+    }
+    return failing_over, falling_back
+
+
+def test_langchain_second_stage_flags_describe_its_own_call() -> None:
+    from langchain_core.documents import Document
+
+    from together_rerank_plugins.langchain import FALLBACK_KEY, SERVED_BY_KEY
+    from together_rerank_plugins.langchain import TogetherRerank as LC
+
+    failing_over, falling_back = _two_stage_clients()
+    docs = [Document(page_content=t) for t in DOCS]
+    stage1 = LC(**failing_over).compress_documents(docs, QUERY)
+    assert all(SERVED_BY_KEY in d.metadata for d in stage1)
+    stage2 = LC(**falling_back).compress_documents(stage1, QUERY)
+    assert all(d.metadata[FALLBACK_KEY] is True for d in stage2)
+    assert not any(SERVED_BY_KEY in d.metadata for d in stage2)  # a fallback: nobody served it
+    good = LC(api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores))
+    stage3 = good.compress_documents(stage2, QUERY)
+    assert not any(FALLBACK_KEY in d.metadata for d in stage3)  # ranked: not a fallback
+    assert all(isinstance(d.metadata["relevance_score"], float) for d in stage3)
+
+
+def test_llama_index_second_stage_flags_describe_its_own_call() -> None:
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from together_rerank_plugins.llama_index import FALLBACK_KEY, SERVED_BY_KEY
+    from together_rerank_plugins.llama_index import TogetherRerank as LI
+
+    failing_over, falling_back = _two_stage_clients()
+    nodes = [NodeWithScore(node=TextNode(text=t), score=1.0) for t in DOCS]
+    stage1 = LI(**failing_over).postprocess_nodes(nodes, query_str=QUERY)
+    assert all(SERVED_BY_KEY in n.node.metadata for n in stage1)
+    stage2 = LI(**falling_back).postprocess_nodes(stage1, query_str=QUERY)
+    assert all(n.node.metadata[FALLBACK_KEY] is True for n in stage2)
+    assert not any(SERVED_BY_KEY in n.node.metadata for n in stage2)
+    good = LI(api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores))
+    stage3 = good.postprocess_nodes(stage2, query_str=QUERY)
+    assert not any(FALLBACK_KEY in n.node.metadata for n in stage3)
