@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from together_rerank_plugins import CircuitBreaker, RerankClient
+from together_rerank_plugins import CircuitBreaker, RerankClient, ServerError
 from together_rerank_plugins.testing import LexicalRerankEndpoint, pointwise_lexical_scores
 
 from .conftest import TEST_KEY
@@ -247,3 +247,66 @@ def test_llama_index_second_stage_flags_describe_its_own_call() -> None:
     good = LI(api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores))
     stage3 = good.postprocess_nodes(stage2, query_str=QUERY)
     assert not any(FALLBACK_KEY in n.node.metadata for n in stage3)
+
+
+# -- the deadline bounds the whole failover chain, on real sockets ---------------------------
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_deadline_bounds_a_failover_chain_of_hanging_servers(mode: str) -> None:
+    import asyncio
+    import socket
+
+    # listening sockets that never accept: connections complete, nothing is ever answered
+    hangs = [socket.socket(), socket.socket()]
+    try:
+        urls = []
+        for sock in hangs:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(16)
+            urls.append(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        secondary = RerankClient(api_key=TEST_KEY, base_url=urls[1], timeout=30, max_retries=2)
+        primary = RerankClient(
+            api_key=TEST_KEY,
+            base_url=urls[0],
+            timeout=30,
+            max_retries=2,
+            deadline=0.8,
+            failover=[secondary],
+            on_error="fallback",
+        )
+        start = time.monotonic()
+        if mode == "sync":
+            results = primary.rerank(QUERY, DOCS)
+        else:
+            results = asyncio.run(primary.arerank(QUERY, DOCS))
+        elapsed = time.monotonic() - start
+        assert results.fallback
+        assert elapsed < 0.8 + 0.5, elapsed
+        primary.close()
+        secondary.close()
+    finally:
+        for sock in hangs:
+            sock.close()
+
+
+def test_credentials_of_base_url_echoed_by_a_server_are_scrubbed_from_errors() -> None:
+    def echo(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization", "")
+        token = auth.split(" ", 1)[-1]
+        message = f"bad credentials {token} ({base64.b64decode(token).decode()})"
+        return httpx.Response(500, json={"error": {"message": message}})
+
+    client = RerankClient(
+        api_key=TEST_KEY,
+        base_url="http://alice:s3cr3t-pass@rerank.example.com",
+        transport=httpx.MockTransport(echo),
+        max_retries=0,
+    )
+    with pytest.raises(ServerError) as info:
+        client.rerank(QUERY, DOCS)
+    token = base64.b64encode(b"alice:s3cr3t-pass").decode()
+    texts = [str(info.value), str(info.value.__cause__), repr(info.value.__cause__)]
+    assert "bad credentials" in texts[0]
+    for text in texts:
+        assert "s3cr3t-pass" not in text
+        assert token not in text

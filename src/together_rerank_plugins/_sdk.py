@@ -84,7 +84,8 @@ class SDKClients:
         """What no message or log line may show: the key, the header values, and the
         credentials of ``base_url`` (as written and as the Basic auth header sent)."""
         _, basic, password = _split_credentials(self.settings.base_url)
-        extra = tuple(v for v in (basic, password) if v)
+        # the token alone: a server may echo it without its "Basic " prefix
+        extra = tuple(v for v in (basic and basic.removeprefix("Basic "), password) if v)
         return (self.settings.api_key, *(self.settings.default_headers or {}).values(), *extra)
 
     def _sdk_kwargs(self) -> dict[str, Any]:
