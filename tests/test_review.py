@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -310,3 +312,88 @@ def test_credentials_of_base_url_echoed_by_a_server_are_scrubbed_from_errors() -
     for text in texts:
         assert "s3cr3t-pass" not in text
         assert token not in text
+
+
+# -- fork: a lock held by another thread at fork time does not hang the child ---------------
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_a_child_forked_while_breaker_and_cache_locks_are_held_still_reranks() -> None:
+    import json
+
+    breaker = CircuitBreaker()
+    client = RerankClient(
+        api_key=TEST_KEY,
+        transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores),
+        circuit_breaker=breaker,
+        cache=True,
+    )
+    expected = [r.index for r in client.rerank(QUERY, DOCS)]
+    store = client._store
+    assert store is not None
+    # what another thread of the parent could be holding at the moment of the fork
+    held = [breaker._lock, store._lock, store.store._lock]
+    for lock in held:
+        lock.acquire()
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: rerank (the cache hits, then a miss is sent), report, leave
+            try:
+                got: Any = [r.index for r in client.rerank(QUERY, DOCS)]
+                got += [r.index for r in client.rerank("green pears", DOCS)]
+            except BaseException as exc:
+                got = type(exc).__name__
+            try:
+                os.write(write_end, json.dumps(got).encode())
+            finally:
+                os._exit(0)
+    finally:
+        for lock in held:
+            lock.release()
+    os.close(write_end)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # a bounded wait for the child
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        theirs = json.loads(pipe.read() or b'"hung"')
+    green = [r.index for r in client.rerank("green pears", DOCS)]
+    assert theirs == expected + green
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
+def test_a_child_forked_during_the_parents_probe_can_probe_itself() -> None:
+    import json
+
+    now = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, recovery_time=10, clock=lambda: now[0])
+    client = RerankClient(
+        api_key=TEST_KEY,
+        transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores),
+        circuit_breaker=breaker,
+    )
+    breaker.record(breaker.admit(), "failure")  # open
+    now[0] = 10.0
+    probe = breaker.admit()  # a parent's call probing at the moment of the fork
+    assert probe
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            got: Any = [r.index for r in client.rerank(QUERY, DOCS)]
+        except BaseException as exc:
+            got = type(exc).__name__
+        try:
+            os.write(write_end, json.dumps(got).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)  # the child never waits on anything unbounded: LexicalRerankEndpoint
+    with os.fdopen(read_end, "rb") as pipe:
+        theirs = json.loads(pipe.read() or b'"nothing"')
+    breaker.record(probe, "success")
+    assert theirs == [r.index for r in client.rerank(QUERY, DOCS)]
