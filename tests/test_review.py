@@ -4,6 +4,7 @@ extras, adapters) at their seams. Each test failed on the merged code before its
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import signal
@@ -397,3 +398,19 @@ def test_a_child_forked_during_the_parents_probe_can_probe_itself() -> None:
         theirs = json.loads(pipe.read() or b'"nothing"')
     breaker.record(probe, "success")
     assert theirs == [r.index for r in client.rerank(QUERY, DOCS)]
+
+
+# -- cache keys: a string and an object are different documents -------------------------------
+def test_a_string_document_and_an_object_of_the_same_json_do_not_share_cached_scores() -> None:
+    from together_rerank_plugins import InMemoryScoreStore
+
+    store = InMemoryScoreStore()
+    objects = [{"text": t} for t in DOCS]
+    strings = [json.dumps(o, sort_keys=True, separators=(",", ":")) for o in objects]
+    first = RerankClient(api_key=TEST_KEY, transport=LexicalRerankEndpoint(), cache=store)
+    first.rerank(QUERY, strings)
+    endpoint = LexicalRerankEndpoint()
+    second = RerankClient(api_key=TEST_KEY, transport=endpoint, cache=store)
+    results = second.rerank(QUERY, objects)
+    assert results.cache_hits == 0  # the object was never scored: it is sent
+    assert endpoint.requests[0]["documents"] == objects
