@@ -56,7 +56,8 @@ __all__ = [
 logger = logging.getLogger("together_rerank_plugins")
 
 # trp2: endpoint, tokenizer identity and extra request fields joined the key
-_KEY_VERSION = "trp2"
+# trp3: an object document's digest is marked as an object's (a string may spell its JSON)
+_KEY_VERSION = "trp3"
 #: the identity of the built-in token estimate; bump it when the estimate changes
 BUILTIN_TOKENIZER_ID = "estimate-1"
 
