@@ -414,3 +414,55 @@ def test_a_string_document_and_an_object_of_the_same_json_do_not_share_cached_sc
     results = second.rerank(QUERY, objects)
     assert results.cache_hits == 0  # the object was never scored: it is sent
     assert endpoint.requests[0]["documents"] == objects
+
+
+def test_16_threads_on_a_flaky_endpoint_get_the_right_ranking_or_the_flagged_fallback() -> None:
+    import random
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    scorer = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    rng = random.Random(7)
+    lock = threading.Lock()
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        with lock:
+            fail = rng.random() < 0.3
+        if fail:
+            return httpx.Response(503, json={"error": {"message": "busy"}})
+        return scorer.handle(request)
+
+    docs = [f"red apples {j}" if j % 3 else f"green pears {j}" for j in range(12)]
+    queries = [f"red apples {i % 5}" for i in range(96)]
+    reference = RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    )
+    expected = {
+        q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries
+    }
+    client = RerankClient(
+        api_key=TEST_KEY,
+        transport=httpx.MockTransport(flaky),
+        max_retries=0,
+        max_batch_size=3,
+        max_concurrency=3,
+        cache=True,
+        circuit_breaker=CircuitBreaker(failure_threshold=1000),
+        on_error="fallback",
+    )
+
+    def call(q: str) -> tuple[bool, list[tuple[int, float]]]:
+        results = client.rerank(q, docs)
+        return results.fallback, [(r.index, r.relevance_score) for r in results]
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(call, queries))
+    wrong = [
+        q
+        for q, (fell_back, got) in zip(queries, outcomes, strict=True)
+        if not fell_back and got != expected[q]
+    ]
+    fallbacks = [got for fell_back, got in outcomes if fell_back]
+    assert wrong == []
+    assert all([i for i, _ in got] == list(range(len(docs))) for got in fallbacks)
+    assert 0 < len(fallbacks) < len(queries)
