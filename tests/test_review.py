@@ -466,3 +466,34 @@ def test_16_threads_on_a_flaky_endpoint_get_the_right_ranking_or_the_flagged_fal
     assert wrong == []
     assert all([i for i, _ in got] == list(range(len(docs))) for got in fallbacks)
     assert 0 < len(fallbacks) < len(queries)
+
+
+@pytest.mark.loopback
+def test_no_library_logs_a_secret_at_debug_over_a_real_socket(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from together_rerank_plugins.testing import serve_loopback
+
+    def any_auth(request: httpx.Request) -> httpx.Response:  # Basic or Bearer
+        body = json.loads(request.read())
+        scores = pointwise_lexical_scores(body["query"], body["documents"])
+        results = [{"index": i, "relevance_score": s} for i, s in enumerate(scores)]
+        return httpx.Response(200, json={"results": results})
+
+    caplog.set_level(logging.DEBUG)
+    secrets = ["sk-key-0123456789", "gw-token-0123456789", "pw-0123456789"]
+    with serve_loopback(any_auth) as url:
+        with_password = url.replace("http://", "http://bob:pw-0123456789@")
+        for base_url in (url, with_password):
+            client = RerankClient(
+                api_key="sk-key-0123456789",
+                base_url=base_url,
+                default_headers={"X-Gateway-Token": "gw-token-0123456789"},
+            )
+            assert [r.index for r in client.rerank(QUERY, DOCS)] == [0, 2, 1]
+            client.close()
+    names = {record.name.split(".")[0] for record in caplog.records}
+    assert {"httpx", "httpcore", "together"} <= names  # they did log, at DEBUG
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    basic = base64.b64encode(b"bob:pw-0123456789").decode()
+    assert [s for s in [*secrets, basic] if s in text] == []
