@@ -497,3 +497,69 @@ def test_no_library_logs_a_secret_at_debug_over_a_real_socket(
     text = "\n".join(record.getMessage() for record in caplog.records)
     basic = base64.b64encode(b"bob:pw-0123456789").decode()
     assert [s for s in [*secrets, basic] if s in text] == []
+
+
+@pytest.mark.loopback
+async def test_a_call_cancelled_in_flight_never_hands_its_late_answer_to_the_next_call() -> None:
+    import asyncio
+    import threading
+
+    from together_rerank_plugins.testing import serve_loopback
+
+    scorer = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    release = threading.Event()
+
+    def slow_for_pears(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.read())
+        if "slow" in body["query"]:
+            release.wait(5)  # answers only after the caller gave up
+        return scorer.handle(request)
+
+    docs = ["green pears", "red apples", "red cherries", "pears and apples"]
+    reference = RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    )
+    with serve_loopback(slow_for_pears) as url:
+        client = RerankClient(api_key=TEST_KEY, base_url=url, max_retries=0, timeout=5)
+        for n in range(5):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.arerank(f"slow green pears {n}", docs), 0.1)
+            release.set()  # the late answer is on its way now
+            got = await client.arerank(f"red apples {n}", docs)
+            release.clear()
+            want = reference.rerank(f"red apples {n}", docs)
+            assert [(r.index, r.relevance_score) for r in got] == [
+                (r.index, r.relevance_score) for r in want
+            ]
+        await client.aclose()
+        release.set()
+
+
+def test_failover_to_the_same_endpoint_with_other_extra_body_never_feeds_the_primarys_cache() -> (
+    None
+):
+    from together_rerank_plugins import InMemoryScoreStore
+
+    store = InMemoryScoreStore()
+    backup = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    secondary = RerankClient(
+        api_key=TEST_KEY, transport=backup, cache=store, extra_body={"instruction": "b"}
+    )
+    down = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": {"message": "x"}}))
+    primary = RerankClient(
+        api_key=TEST_KEY,
+        transport=down,
+        max_retries=0,
+        cache=store,
+        extra_body={"instruction": "a"},
+        failover=[secondary],
+    )
+    assert primary.rerank(QUERY, DOCS).failed_over
+    assert backup.requests[0]["instruction"] == "b"
+    healthy = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    again = RerankClient(
+        api_key=TEST_KEY, transport=healthy, cache=store, extra_body={"instruction": "a"}
+    )
+    results = again.rerank(QUERY, DOCS)
+    assert results.cache_hits == 0
+    assert healthy.requests[0]["instruction"] == "a"
