@@ -563,3 +563,35 @@ def test_failover_to_the_same_endpoint_with_other_extra_body_never_feeds_the_pri
     results = again.rerank(QUERY, DOCS)
     assert results.cache_hits == 0
     assert healthy.requests[0]["instruction"] == "a"
+
+
+def test_16_threads_each_running_asyncio_run_on_one_client() -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    docs = [f"red apples {j}" if j % 3 else f"green pears {j}" for j in range(12)]
+    queries = [f"red apples {i % 4}" for i in range(48)]
+    reference = RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    )
+    expected = {
+        q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries
+    }
+    breaker = CircuitBreaker(failure_threshold=1)
+    client = RerankClient(
+        api_key=TEST_KEY,
+        transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores),
+        max_batch_size=3,
+        cache=True,
+        circuit_breaker=breaker,
+    )
+
+    def call(q: str) -> list[tuple[int, float]]:
+        results = asyncio.run(client.arerank(q, docs))
+        return [(r.index, r.relevance_score) for r in results]
+
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(call, queries))
+    assert got == [expected[q] for q in queries]
+    assert breaker.state == "closed"
+    assert len(client._sdk._async) == 0  # every loop's client was closed with its loop
