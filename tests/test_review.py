@@ -595,3 +595,26 @@ def test_16_threads_each_running_asyncio_run_on_one_client() -> None:
     assert got == [expected[q] for q in queries]
     assert breaker.state == "closed"
     assert len(client._sdk._async) == 0  # every loop's client was closed with its loop
+
+
+def test_model_family_changing_the_token_budget_changes_the_cache_key() -> None:
+    from together_rerank_plugins import InMemoryScoreStore
+
+    store = InMemoryScoreStore()
+    long_doc = "red apples " + "filler words here " * 3000  # over 8,192 tokens, under 32,768
+    docs = [long_doc, "green pears"]
+
+    def client(family: str, endpoint: LexicalRerankEndpoint) -> RerankClient:
+        return RerankClient(
+            api_key=TEST_KEY,
+            model="acme/rerank-prod",
+            model_family=family,
+            transport=endpoint,
+            cache=store,
+        )
+
+    client("llama-rank", LexicalRerankEndpoint(scorer=pointwise_lexical_scores)).rerank(QUERY, docs)
+    endpoint = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    results = client("mxbai", endpoint).rerank(QUERY, docs)
+    assert results.cache_hits == 0  # the budget is part of every key
+    assert long_doc in [d for r in endpoint.requests for d in r["documents"]]  # sent whole
