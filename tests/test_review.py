@@ -618,3 +618,29 @@ def test_model_family_changing_the_token_budget_changes_the_cache_key() -> None:
     results = client("mxbai", endpoint).rerank(QUERY, docs)
     assert results.cache_hits == 0  # the budget is part of every key
     assert long_doc in [d for r in endpoint.requests for d in r["documents"]]  # sent whole
+
+
+def test_no_exception_in_the_chain_of_a_deadline_error_shows_base_url_credentials() -> None:
+    from together_rerank_plugins import RerankTimeoutError
+
+    limited = httpx.MockTransport(
+        lambda r: httpx.Response(
+            429, headers={"retry-after": "30"}, json={"error": {"message": "slow down"}}
+        )
+    )
+    client = RerankClient(
+        api_key=TEST_KEY,
+        base_url="http://alice:s3cr3t-pass@rerank.example.com",
+        transport=limited,
+        deadline=1.0,
+    )
+    with pytest.raises(RerankTimeoutError) as info:
+        client.rerank(QUERY, DOCS)
+    chain: list[BaseException] = []
+    exc: BaseException | None = info.value
+    while exc is not None and len(chain) < 20:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    assert len(chain) > 2  # the SDK's and httpx's exceptions are there
+    for link in chain:
+        assert "s3cr3t-pass" not in f"{link} {link!r} {link.args}"
