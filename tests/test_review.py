@@ -316,6 +316,14 @@ def test_credentials_of_base_url_echoed_by_a_server_are_scrubbed_from_errors() -
 
 
 # -- fork: a lock held by another thread at fork time does not hang the child ---------------
+def _fork() -> int:
+    import warnings
+
+    with warnings.catch_warnings():  # Python 3.12+ warns when other threads are alive
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 def test_a_child_forked_while_breaker_and_cache_locks_are_held_still_reranks() -> None:
     import json
@@ -336,7 +344,7 @@ def test_a_child_forked_while_breaker_and_cache_locks_are_held_still_reranks() -
         lock.acquire()
     try:
         read_end, write_end = os.pipe()
-        pid = os.fork()
+        pid = _fork()
         if pid == 0:  # the child: rerank (the cache hits, then a miss is sent), report, leave
             try:
                 got: Any = [r.index for r in client.rerank(QUERY, DOCS)]
@@ -382,7 +390,7 @@ def test_a_child_forked_during_the_parents_probe_can_probe_itself() -> None:
     probe = breaker.admit()  # a parent's call probing at the moment of the fork
     assert probe
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    pid = _fork()
     if pid == 0:
         try:
             got: Any = [r.index for r in client.rerank(QUERY, DOCS)]
