@@ -652,3 +652,23 @@ def test_no_exception_in_the_chain_of_a_deadline_error_shows_base_url_credential
     assert len(chain) > 2  # the SDK's and httpx's exceptions are there
     for link in chain:
         assert "s3cr3t-pass" not in f"{link} {link!r} {link.args}"
+
+
+# -- one breaker per endpoint: a failover sharing the primary's breaker keeps it closed ------
+def test_a_failover_client_sharing_the_primarys_breaker_is_refused() -> None:
+    from together_rerank_plugins import RerankConfigError
+
+    breaker = CircuitBreaker(failure_threshold=2)
+    secondary = RerankClient(
+        api_key=TEST_KEY,
+        base_url="http://backup.example",
+        transport=LexicalRerankEndpoint(),
+        circuit_breaker=breaker,
+    )
+    # each call: the primary fails (+1), the secondary answers (reset to 0): the down
+    # primary's breaker would never open, and every call would pay for its failure
+    with pytest.raises(RerankConfigError, match="circuit_breaker"):
+        RerankClient(api_key=TEST_KEY, circuit_breaker=breaker, failover=[secondary])
+    other = RerankClient(api_key=TEST_KEY, base_url="http://third.example", circuit_breaker=breaker)
+    with pytest.raises(RerankConfigError, match="circuit_breaker"):
+        RerankClient(api_key=TEST_KEY, failover=[secondary, other])
