@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -108,6 +110,13 @@ class CircuitBreaker:
         self._failures = 0  # consecutive failed calls while closed
         self._opened_at = 0.0
         self._probing = False  # a half-open probe is in flight
+        _LIVE.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # a thread of the parent may have held the lock, or had a probe in flight, at the
+        # fork: that thread does not exist here, so neither would ever be released
+        self._lock = threading.Lock()
+        self._probing = False
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -221,3 +230,16 @@ def _rebuild(
     failure_threshold: int, recovery_time: float, clock: Callable[[], float] | None
 ) -> CircuitBreaker:
     return CircuitBreaker(failure_threshold, recovery_time, clock=clock)
+
+
+#: every live breaker, for the fork hook
+_LIVE: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for breaker in list(_LIVE):
+        breaker._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -27,8 +27,10 @@ import inspect
 import json
 import logging
 import math
+import os
 import struct
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -54,7 +56,8 @@ __all__ = [
 logger = logging.getLogger("together_rerank_plugins")
 
 # trp2: endpoint, tokenizer identity and extra request fields joined the key
-_KEY_VERSION = "trp2"
+# trp3: an object document's digest is marked as an object's (a string may spell its JSON)
+_KEY_VERSION = "trp3"
 #: the identity of the built-in token estimate; bump it when the estimate changes
 BUILTIN_TOKENIZER_ID = "estimate-1"
 
@@ -164,6 +167,7 @@ class InMemoryScoreStore:
         self.maxsize = maxsize
         self._data: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+        _LOCKED.add(self)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -287,6 +291,7 @@ class GuardedStore:
         self.store = store
         self._failing = False
         self._lock = threading.Lock()
+        _LOCKED.add(self)
 
     def _failed(self, action: str, exc: BaseException) -> None:
         with self._lock:
@@ -345,3 +350,17 @@ class GuardedStore:
             self._failed("write", exc)
         else:
             self._worked()
+
+
+#: stores with a lock, for the fork hook: a thread of the parent holding one at the fork
+#: does not exist in the child, so the child needs new locks (or would wait forever)
+_LOCKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _new_locks_in_child() -> None:
+    for store in list(_LOCKED):
+        store._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_new_locks_in_child)

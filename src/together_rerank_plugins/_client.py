@@ -225,6 +225,7 @@ class RerankClient:
             )
         self.circuit_breaker = circuit_breaker
         self.failover = _failover_clients(failover)
+        _check_one_breaker_per_endpoint(circuit_breaker, self.failover)
         self._sdk = SDKClients(settings, transport)
         #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
         self.endpoint = Endpoint.of(settings.model, settings.base_url)
@@ -444,6 +445,10 @@ class RerankClient:
             plan.use_cached(self._store.mget(keys))
         requests = plan.requests()
         if requests:
+            if deadline is not None and deadline.expired():
+                # nothing sent (a failover reached with no time left): not the breaker's
+                # business, and no half-open probe slot taken
+                raise self._sdk.deadline_error(deadline)
             probe = self._admit()
             try:
                 if len(requests) <= 1 or self.max_concurrency == 1:
@@ -558,6 +563,8 @@ class RerankClient:
             plan.use_cached(await self._store.amget(keys))
         requests = plan.requests()
         if requests:
+            if deadline is not None and deadline.expired():  # nothing sent: see _attempt
+                raise self._sdk.deadline_error(deadline)
             probe = self._admit()
             try:
                 if len(requests) <= 1:
@@ -600,6 +607,25 @@ class RerankClient:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+
+
+def _check_one_breaker_per_endpoint(
+    breaker: CircuitBreaker | None, failover: tuple[RerankClient, ...]
+) -> None:
+    """Refuse one breaker for two endpoints of a failover chain: the endpoint that answers
+    would reset the count of the one that fails, whose breaker then never opens (and every
+    call would pay for its failure)."""
+    seen = [] if breaker is None else [breaker]
+    for i, client in enumerate(failover):
+        other = client.circuit_breaker
+        if other is not None and any(other is b for b in seen):
+            raise RerankConfigError(
+                f"failover[{i}] has the same circuit_breaker as an earlier endpoint of the "
+                "chain; give each endpoint its own CircuitBreaker (one shared breaker would "
+                "be kept closed by the endpoint that answers)."
+            )
+        if other is not None:
+            seen.append(other)
 
 
 def _failover_clients(failover: Any) -> tuple[RerankClient, ...]:

@@ -133,9 +133,11 @@ class CallPlan:
                 variant=self._variant,
                 tokenizer=tokenizer,
                 extra=canonical(o.extra_body) if o.extra_body else None,
-                digest=document_digest(text),
+                # an object's canonical JSON may equal a string document: not the same
+                # request (the server serialises objects its own way), so not one key
+                digest=("obj:" if isinstance(doc, Mapping) else "") + document_digest(text),
             )
-            for text in self._canon
+            for doc, text in zip(self._uniques, self._canon, strict=True)
         ]
 
     def use_cached(self, values: Sequence[float | None]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import functools
 import json
@@ -26,6 +27,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ._config import Settings
 from ._deadline import Deadline, DeadlineExceeded
@@ -79,26 +81,36 @@ class SDKClients:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """What no message or log line may show: the key and the header values."""
-        return (self.settings.api_key, *(self.settings.default_headers or {}).values())
+        """What no message or log line may show: the key, the header values, and the
+        credentials of ``base_url`` (as written and as the Basic auth header sent)."""
+        _, basic, password = _split_credentials(self.settings.base_url)
+        # the token alone: a server may echo it without its "Basic " prefix
+        extra = tuple(v for v in (basic and basic.removeprefix("Basic "), password) if v)
+        return (self.settings.api_key, *(self.settings.default_headers or {}).values(), *extra)
 
     def _sdk_kwargs(self) -> dict[str, Any]:
         s = self.settings
+        url, basic, _ = _split_credentials(s.base_url)
+        headers = s.default_headers
+        if basic is not None:
+            # httpx turns a URL's user:password into Basic auth (in place of the Bearer key)
+            # and logs the whole URL at INFO: send the same header ourselves and give the
+            # SDK a URL without credentials, so no library logs them
+            headers = {"Authorization": basic, **(headers or {})}
         return {
             "api_key": s.api_key,
-            "base_url": s.base_url,
+            "base_url": url,
             "timeout": s.timeout,
             "max_retries": s.max_retries,
-            "default_headers": s.default_headers,
+            "default_headers": headers,
         }
 
     def _new_client(self, cls: Any, build: Any) -> Any:
         from ._transport import cap_retry_sleep
 
         s = self.settings
-        client = cls(
-            **self._sdk_kwargs(), http_client=build(s.base_url, s.timeout, self._transport)
-        )
+        kwargs = self._sdk_kwargs()
+        client = cls(**kwargs, http_client=build(kwargs["base_url"], s.timeout, self._transport))
         cap_retry_sleep(client)
         return client
 
@@ -245,6 +257,19 @@ class SDKClients:
         finally:
             end(token)
         return self.decode(raw)
+
+
+def _split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without ``user:password@``, the Basic auth header httpx would have built
+    from them (or None), and the password as written (or None)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}".encode()
+    basic = "Basic " + base64.b64encode(pair).decode("ascii")
+    return urlunsplit(parts._replace(netloc=host)), basic, password or None
 
 
 @functools.cache

@@ -46,6 +46,8 @@ __all__ = [
 
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
+#: what one call says about its own results (dropped from a previous stage's)
+_CALL_FLAGS = frozenset({FALLBACK_KEY, SERVED_BY_KEY})
 
 RerankInput = str | Document | Mapping[str, Any]
 
@@ -143,7 +145,9 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
             )
             if results.failed_over:
                 extra[SERVED_BY_KEY] = str(results.served_by)
-            out.append(doc.model_copy(update={"metadata": {**doc.metadata, **extra}}))
+            # flags an earlier rerank stage set describe that stage, not this call
+            kept = {k: v for k, v in doc.metadata.items() if k not in _CALL_FLAGS}
+            out.append(doc.model_copy(update={"metadata": {**kept, **extra}}))
         return out
 
     def _run_metadata(self, documents: Sequence[Any]) -> dict[str, Any]:

@@ -147,8 +147,12 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
                 extra[FALLBACK_KEY] = True
             elif results.failed_over:
                 extra[SERVED_BY_KEY] = str(results.served_by)
+            # flags an earlier rerank stage set describe that stage, not this call
+            kept = {
+                k: v for k, v in node.metadata.items() if k not in (FALLBACK_KEY, SERVED_BY_KEY)
+            }
             hidden = [k for k in extra if k not in node.metadata]
-            update: dict[str, Any] = {"metadata": {**node.metadata, **extra}}  # always a copy
+            update: dict[str, Any] = {"metadata": {**kept, **extra}}  # always a copy
             if hidden:
                 update["excluded_llm_metadata_keys"] = _with(
                     node.excluded_llm_metadata_keys, hidden
