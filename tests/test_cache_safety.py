@@ -277,8 +277,15 @@ class AsyncFlakyStore(FlakyStore):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("store_cls", [FlakyStore, AsyncFlakyStore])
 async def test_a_store_that_raises_is_a_miss_logged_once_until_it_works_again(
-    mode: str, store_cls: type[FlakyStore], caplog: pytest.LogCaptureFixture
+    mode: str,
+    store_cls: type[FlakyStore],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import together_rerank_plugins._cache as cache_module
+
+    now = [1000.0]
+    monkeypatch.setattr(cache_module, "_clock", lambda: now[0])
     caplog.set_level(logging.WARNING, logger=LOGGER)
     store = store_cls()
     endpoint = pointwise_endpoint()
@@ -297,6 +304,7 @@ async def test_a_store_that_raises_is_a_miss_logged_once_until_it_works_again(
     assert len(endpoint.requests) == 3
 
     store.down = False  # back: scores are cached again, and a new outage is logged again
+    now[0] += cache_module.STORE_RETRY_AFTER + 0.1  # once the store is tried again
     await call(client, mode, "cats", DOCS)
     assert (await call(client, mode, "cats", DOCS)).cache_hits == len(DOCS)
     store.down = True
@@ -321,3 +329,45 @@ async def test_a_plan_sent_by_another_client_bypasses_the_cache(mode: str) -> No
     assert results.cache_hits == 0
     assert sent_documents(backup_endpoint) == DOCS
     assert len(store) == len(DOCS)  # nothing written under the primary's keys by the backup
+
+
+class CountingDownStore(FlakyStore):
+    """A store that is down and counts how often it is asked (a blackholed Redis costs its
+    whole socket timeout on every ask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+        self.asked = 0
+
+    def mget(self, keys: Sequence[str]) -> list[float | None]:
+        self.asked += 1
+        return super().mget(keys)
+
+    def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        self.asked += 1
+        super().mset(items)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_store_known_down_is_not_asked_again_until_its_retry_time(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a store failed, the next calls skip it (microseconds, not its timeout again) for
+    ``STORE_RETRY_AFTER`` seconds; then one call tries it again."""
+    import together_rerank_plugins._cache as cache_module
+
+    now = [1000.0]
+    monkeypatch.setattr(cache_module, "_clock", lambda: now[0])
+    store = CountingDownStore()
+    endpoint = pointwise_endpoint()
+    client = make(endpoint, cache=store)
+    for query in ["cats", "dogs", "rivers"]:
+        results = await call(client, mode, query, DOCS, top_n=None)
+        assert results == expected_ranking(query, DOCS)
+    assert store.asked == 1  # the first read failed; nothing more was asked of it
+    now[0] += cache_module.STORE_RETRY_AFTER + 0.1
+    store.down = False
+    await call(client, mode, "cats", DOCS)  # retried: read (miss) and write
+    assert store.asked == 3
+    assert (await call(client, mode, "cats", DOCS)).cache_hits == len(set(DOCS))

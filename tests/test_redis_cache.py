@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import together_rerank_plugins._cache as cache_module
 from together_rerank_plugins import RedisScoreStore, RerankClient
 from together_rerank_plugins.testing import LexicalRerankEndpoint
 
@@ -184,16 +185,23 @@ async def test_a_redis_that_goes_down_degrades_to_no_cache_logged_once(
     redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
     opened: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(cache_module, "_clock", lambda: now[0])
     opened.append(make_store(kind, redis_server.url))
     try:
-        await _outage(mode, redis_server, caplog, opened[0])
+        await _outage(mode, redis_server, caplog, opened[0], now)
     finally:
         await aclose_stores(opened)
 
 
 async def _outage(
-    mode: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture, store: Any
+    mode: str,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+    store: Any,
+    now: list[float],
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     endpoint = pointwise_endpoint()
@@ -212,7 +220,8 @@ async def _outage(
         assert "once" in warnings()[0]
     finally:
         redis_server.start()  # back, on the same port: the module's other tests need it
-    # recovered: scores are cached again, and the next outage is logged again
+    # recovered (once the store is tried again): scores are cached again
+    now[0] += cache_module.STORE_RETRY_AFTER + 0.1
     await call(replica, mode, "tulips", DOCS[:5])
     sent = len(endpoint.requests)
     assert (await call(replica, mode, "tulips", DOCS[:5])).cache_hits == 5

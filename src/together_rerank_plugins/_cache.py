@@ -16,7 +16,8 @@ Stores are pluggable. Anything with ``mget(keys) -> list[float | None]`` and
 adapter also accepts its framework's own store (a LlamaIndex ``BaseKVStore``, a LangChain
 ``BaseStore[str, bytes]``), so a Redis or file store shares scores across processes.
 A store is never trusted: a value that is not a finite number is a miss, and a store that
-raises is a miss too (:class:`GuardedStore`, one WARNING until it works again).
+raises is a miss too (:class:`GuardedStore`, one WARNING until it works again; it is left
+alone for a few seconds after each failure, so a store that hangs costs its timeout once).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import math
 import os
 import struct
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -279,23 +281,36 @@ def wrap_framework_store(store: Any) -> ScoreStore | None:
     return None
 
 
+#: seconds a store that failed is left alone before one call tries it again
+STORE_RETRY_AFTER = 5.0
+_clock = time.monotonic  # replaced in tests
+
+
 class GuardedStore:
     """A store as the client uses it: a store that raises (a Redis that is down, a full
     disk) or answers the wrong number of values is a miss, never a failed rerank.
 
-    The first failure is logged at WARNING; later ones are not, until a read or write
-    succeeds again, so a store that stays down logs once, not once per call.
+    After a failure the store is left alone for :data:`STORE_RETRY_AFTER` seconds: calls
+    skip it (all misses, nothing written) instead of paying its timeout again, as a
+    blackholed Redis would make every call do; then one call tries it again. The first
+    failure is logged at WARNING; later ones are not, until a read or write succeeds again,
+    so a store that stays down logs once, not once per call.
     """
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self._failing = False
+        self._skip_until = 0.0
         self._lock = threading.Lock()
         _LOCKED.add(self)
+
+    def _skipped(self) -> bool:
+        return self._failing and _clock() < self._skip_until
 
     def _failed(self, action: str, exc: BaseException) -> None:
         with self._lock:
             first, self._failing = not self._failing, True
+            self._skip_until = _clock() + STORE_RETRY_AFTER
         if first:
             detail = str(exc)
             if len(detail) > 200:
@@ -322,6 +337,8 @@ class GuardedStore:
         return [finite_score(v) for v in values]
 
     def mget(self, keys: Sequence[str]) -> list[float | None]:
+        if self._skipped():
+            return [None] * len(keys)
         try:
             return self._checked(keys, self.store.mget(keys))
         except Exception as exc:
@@ -329,6 +346,8 @@ class GuardedStore:
             return [None] * len(keys)
 
     async def amget(self, keys: Sequence[str]) -> list[float | None]:
+        if self._skipped():
+            return [None] * len(keys)
         try:
             return self._checked(keys, await amget(self.store, keys))
         except Exception as exc:
@@ -336,6 +355,8 @@ class GuardedStore:
             return [None] * len(keys)
 
     def mset(self, items: Sequence[tuple[str, float]]) -> None:
+        if self._skipped():
+            return
         try:
             self.store.mset(items)
         except Exception as exc:
@@ -344,6 +365,8 @@ class GuardedStore:
             self._worked()
 
     async def amset(self, items: Sequence[tuple[str, float]]) -> None:
+        if self._skipped():
+            return
         try:
             await amset(self.store, items)
         except Exception as exc:
