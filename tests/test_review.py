@@ -672,3 +672,27 @@ def test_a_failover_client_sharing_the_primarys_breaker_is_refused() -> None:
     other = RerankClient(api_key=TEST_KEY, base_url="http://third.example", circuit_breaker=breaker)
     with pytest.raises(RerankConfigError, match="circuit_breaker"):
         RerankClient(api_key=TEST_KEY, failover=[secondary, other])
+
+
+@pytest.mark.parametrize("adapter", ["llama_index", "langchain"])
+def test_an_adapter_loaded_without_its_url_credentials_says_so_instead_of_sending_them(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials in ``base_url`` are never serialized (``https://***@host``). A loaded
+    adapter must not send ``***`` as the password (a 401 blaming the key): it must say that
+    the URL's credentials have to be given again."""
+    import pickle
+
+    from together_rerank_plugins import RerankConfigError
+
+    module = __import__(f"together_rerank_plugins.{adapter}", fromlist=["TogetherRerank"])
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)
+    original = module.TogetherRerank(
+        base_url="https://user:s3cr3t-pass@rerank.example/v1", transport=LexicalRerankEndpoint()
+    )
+    data = pickle.dumps(original)
+    assert b"s3cr3t-pass" not in data
+    with pytest.raises(RerankConfigError, match="credentials") as err:
+        pickle.loads(data)
+    assert "s3cr3t-pass" not in str(err.value)
+    assert "base_url" in str(err.value)

@@ -229,6 +229,12 @@ def normalize_base_url(url: str) -> str:
         raise RerankConfigError(
             f"`base_url` must not carry a query or fragment; got {redact_url(url)!r}."
         )
+    if parts.netloc.startswith("***@"):  # what redact_url wrote: the credentials are gone
+        raise RerankConfigError(
+            f"`base_url` {url!r} had credentials (user:password@), which are never "
+            "serialized or shown; pass `base_url` with them again (e.g. from your secret "
+            "store) when you load or copy this configuration."
+        )
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
