@@ -38,10 +38,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from ._errors import RerankConfigError
+
 __all__ = [
     "BUILTIN_TOKENIZER_ID",
     "BytesScoreStore",
     "GuardedStore",
+    "resolve_cache",
     "InMemoryScoreStore",
     "KVScoreStore",
     "ScoreStore",
@@ -387,3 +390,21 @@ def _new_locks_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_new_locks_in_child)
+
+
+def resolve_cache(cache: Any) -> ScoreStore | None:
+    """The store a ``cache=`` argument names (None: no cache)."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return InMemoryScoreStore()
+    framework_store = wrap_framework_store(cache)
+    if framework_store is not None:
+        return framework_store
+    if callable(getattr(cache, "mget", None)) and callable(getattr(cache, "mset", None)):
+        return cache  # type: ignore[no-any-return]
+    raise RerankConfigError(
+        "`cache` must be True (in-memory LRU), False/None, a store with mget(keys)/"
+        "mset(items), a LlamaIndex BaseKVStore or a LangChain BaseStore[str, bytes]; got "
+        f"{type(cache).__name__}."
+    )

@@ -7,20 +7,17 @@ modules it drives (``_inputs``, ``_plan``, ``_results``, ``_longdocs``, ``_cache
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._batches import asend_batches, send_batches
 from ._breaker import FAILURE, NEUTRAL, SUCCESS, CircuitBreaker
 from ._cache import (
     GuardedStore,
-    InMemoryScoreStore,
-    ScoreStore,
     endpoint_identity,
+    resolve_cache,
     tokenizer_identity,
-    wrap_framework_store,
 )
 from ._config import (
     DEFAULT_MAX_CONCURRENCY,
@@ -48,7 +45,7 @@ from ._extras import check_extra_body
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
-from ._resilience import afailover, failover
+from ._resilience import afailover, check_one_breaker_per_endpoint, failover, failover_clients
 from ._results import Endpoint, RerankResults
 from ._sdk import SDKClients
 
@@ -60,23 +57,6 @@ __all__ = ["RerankClient"]
 logger = logging.getLogger("together_rerank_plugins")
 
 ON_ERROR = ("raise", "fallback")
-
-
-def _resolve_cache(cache: Any) -> ScoreStore | None:
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return InMemoryScoreStore()
-    framework_store = wrap_framework_store(cache)
-    if framework_store is not None:
-        return framework_store
-    if callable(getattr(cache, "mget", None)) and callable(getattr(cache, "mset", None)):
-        return cache  # type: ignore[no-any-return]
-    raise RerankConfigError(
-        "`cache` must be True (in-memory LRU), False/None, a store with mget(keys)/"
-        "mset(items), a LlamaIndex BaseKVStore or a LangChain BaseStore[str, bytes]; got "
-        f"{type(cache).__name__}."
-    )
 
 
 class RerankClient:
@@ -213,7 +193,7 @@ class RerankClient:
             limits.max_tokens_per_doc if max_tokens_per_doc is None else max_tokens_per_doc,
         )
         self.dedupe = bool(dedupe)
-        self.cache = _resolve_cache(cache)
+        self.cache = resolve_cache(cache)
         self.long_documents = long_documents
         self.tokenizer = tokenizer
         self.on_error = on_error
@@ -224,8 +204,8 @@ class RerankClient:
                 f"{type(circuit_breaker).__name__}."
             )
         self.circuit_breaker = circuit_breaker
-        self.failover = _failover_clients(failover)
-        _check_one_breaker_per_endpoint(circuit_breaker, self.failover)
+        self.failover = failover_clients(failover)
+        check_one_breaker_per_endpoint(circuit_breaker, self.failover)
         self._sdk = SDKClients(settings, transport)
         #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
         self.endpoint = Endpoint.of(settings.model, settings.base_url)
@@ -454,7 +434,9 @@ class RerankClient:
                 if len(requests) <= 1 or self.max_concurrency == 1:
                     answers = [self._sdk.send(kwargs, deadline) for kwargs in requests]
                 else:
-                    answers = self._send_concurrently(requests, deadline)
+                    answers = send_batches(
+                        lambda kw: self._sdk.send(kw, deadline), requests, self.max_concurrency
+                    )
                 for i, answer in enumerate(answers):
                     plan.absorb(i, answer)
             except BaseException as exc:
@@ -501,30 +483,6 @@ class RerankClient:
             raise results.error
         return plan.position_scores(results)
 
-    def _send_concurrently(
-        self, requests: list[dict[str, Any]], deadline: Deadline | None
-    ) -> list[Any]:
-        failed = threading.Event()
-
-        def one(kwargs: dict[str, Any]) -> Any:
-            if failed.is_set():  # dequeued after another batch failed: never sent
-                return None
-            try:
-                return self._sdk.send(kwargs, deadline)
-            except BaseException:
-                failed.set()
-                raise
-
-        from concurrent.futures import ThreadPoolExecutor  # only when a call has batches
-
-        workers = min(self.max_concurrency, len(requests))
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="together-rerank")
-        try:
-            # map() re-raises the first error in order; a skipped None always comes after it
-            return list(pool.map(one, requests))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
     async def arerank(
         self,
         query: str,
@@ -570,7 +528,9 @@ class RerankClient:
                 if len(requests) <= 1:
                     answers = [await self._sdk.asend(kwargs, deadline) for kwargs in requests]
                 else:
-                    answers = await self._asend_concurrently(requests, deadline)
+                    answers = await asend_batches(
+                        lambda kw: self._sdk.asend(kw, deadline), requests, self.max_concurrency
+                    )
                 for i, answer in enumerate(answers):
                     plan.absorb(i, answer)
             except BaseException as exc:
@@ -581,68 +541,3 @@ class RerankClient:
         if fresh and self._store is not None:
             await self._store.amset(fresh)
         return self._served(plan.results())
-
-    async def _asend_concurrently(
-        self, requests: list[dict[str, Any]], deadline: Deadline | None
-    ) -> list[Any]:
-        gate = asyncio.Semaphore(self.max_concurrency)
-        failed = False
-
-        async def one(kwargs: dict[str, Any]) -> Any:
-            nonlocal failed
-            async with gate:
-                if failed:  # waited for a slot while another batch failed: never sent
-                    return None
-                try:
-                    return await self._sdk.asend(kwargs, deadline)
-                except BaseException:
-                    failed = True
-                    raise
-
-        tasks = [asyncio.ensure_future(one(kwargs)) for kwargs in requests]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:  # on the first error (or cancellation), stop the others
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-
-
-def _check_one_breaker_per_endpoint(
-    breaker: CircuitBreaker | None, failover: tuple[RerankClient, ...]
-) -> None:
-    """Refuse one breaker for two endpoints of a failover chain: the endpoint that answers
-    would reset the count of the one that fails, whose breaker then never opens (and every
-    call would pay for its failure)."""
-    seen = [] if breaker is None else [breaker]
-    for i, client in enumerate(failover):
-        other = client.circuit_breaker
-        if other is not None and any(other is b for b in seen):
-            raise RerankConfigError(
-                f"failover[{i}] has the same circuit_breaker as an earlier endpoint of the "
-                "chain; give each endpoint its own CircuitBreaker (one shared breaker would "
-                "be kept closed by the endpoint that answers)."
-            )
-        if other is not None:
-            seen.append(other)
-
-
-def _failover_clients(failover: Any) -> tuple[RerankClient, ...]:
-    if isinstance(failover, RerankClient):
-        return (failover,)
-    try:
-        if isinstance(failover, (str, bytes)):
-            raise TypeError
-        clients = tuple(failover or ())
-    except TypeError:
-        raise RerankConfigError(
-            f"`failover` must be a sequence of RerankClient; got {type(failover).__name__}."
-        ) from None
-    for i, client in enumerate(clients):
-        if not isinstance(client, RerankClient):
-            raise RerankConfigError(
-                f"failover[{i}] is a {type(client).__name__}; pass RerankClient objects (each "
-                "with its own key, base_url and model)."
-            )
-    return clients

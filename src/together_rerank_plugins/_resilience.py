@@ -26,18 +26,31 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ._breaker import CircuitBreaker
 from ._config import accepts_rank_fields
 from ._deadline import Deadline
-from ._errors import CircuitOpenError, RerankError, RerankInputError, needs_fix
+from ._errors import (
+    CircuitOpenError,
+    RerankConfigError,
+    RerankError,
+    RerankInputError,
+    needs_fix,
+)
 from ._plan import CallPlan
 from ._results import RerankResults
 
 if TYPE_CHECKING:
     from ._client import RerankClient
 
-__all__ = ["afailover", "failover", "replan"]
+__all__ = [
+    "afailover",
+    "check_one_breaker_per_endpoint",
+    "failover",
+    "failover_clients",
+    "replan",
+]
 
 logger = logging.getLogger("together_rerank_plugins")
 
@@ -109,3 +122,45 @@ async def afailover(
                 raise
             source, error = client, exc
     return primary._failed(plan, error)
+
+
+def check_one_breaker_per_endpoint(
+    breaker: CircuitBreaker | None, failover: tuple[RerankClient, ...]
+) -> None:
+    """Refuse one breaker for two endpoints of a failover chain: the endpoint that answers
+    would reset the count of the one that fails, whose breaker then never opens (and every
+    call would pay for its failure)."""
+    seen = [] if breaker is None else [breaker]
+    for i, client in enumerate(failover):
+        other = client.circuit_breaker
+        if other is not None and any(other is b for b in seen):
+            raise RerankConfigError(
+                f"failover[{i}] has the same circuit_breaker as an earlier endpoint of the "
+                "chain; give each endpoint its own CircuitBreaker (one shared breaker would "
+                "be kept closed by the endpoint that answers)."
+            )
+        if other is not None:
+            seen.append(other)
+
+
+def failover_clients(failover: Any) -> tuple[RerankClient, ...]:
+    """The ``failover=`` argument as a tuple of clients, or :class:`RerankConfigError`."""
+    from ._client import RerankClient  # at call time: _client imports this module
+
+    if isinstance(failover, RerankClient):
+        return (failover,)
+    try:
+        if isinstance(failover, (str, bytes)):
+            raise TypeError
+        clients = tuple(failover or ())
+    except TypeError:
+        raise RerankConfigError(
+            f"`failover` must be a sequence of RerankClient; got {type(failover).__name__}."
+        ) from None
+    for i, client in enumerate(clients):
+        if not isinstance(client, RerankClient):
+            raise RerankConfigError(
+                f"failover[{i}] is a {type(client).__name__}; pass RerankClient objects (each "
+                "with its own key, base_url and model)."
+            )
+    return clients
