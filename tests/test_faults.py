@@ -740,6 +740,15 @@ def test_each_fault_alone_gets_its_typed_error(
             problems.append(f"{tag}: Retry-After was not honoured")
     if fault_server.foreign_contacts:
         problems.append(f"the other origin was contacted {fault_server.foreign_contacts} times")
+    faulted = [(k, r) for (k, r) in zip(queries, (o[0] for o in outcomes), strict=True) if k != OK]
+    typed = sum(type(r) is ERROR_FOR[k] for k, r in faulted)
+    ranked = sum(not isinstance(r, BaseException) for _, r in faulted)
+    print(
+        f"\neach fault alone [{mode}]: {len(faulted)} fault kinds on every attempt "
+        f"(trickle and cross-origin redirect included), {typed} exact typed errors, "
+        f"other origin contacted {fault_server.foreign_contacts} times, "
+        f"wrong rankings = {ranked}"
+    )
     assert not problems, "\n".join(problems)
     assert not leaks(baseline), leaks(baseline)
 
