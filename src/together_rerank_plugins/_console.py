@@ -44,15 +44,20 @@ def offline_client_options(model: str | None = None) -> dict[str, Any]:
     }
 
 
-def positive_int(value: str) -> int:
-    """argparse type: a whole number >= 1."""
+def whole_number(value: str, minimum: int) -> int:
+    """An argparse type's body: ``value`` as an int >= ``minimum``."""
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
     return number
+
+
+def positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1."""
+    return whole_number(value, 1)
 
 
 def error_line(exc: BaseException) -> str:

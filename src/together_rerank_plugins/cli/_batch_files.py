@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._common import UsageError
+from ._common import UsageError, json_object
 
 __all__ = [
     "JsonlAppender",
@@ -91,13 +91,7 @@ def _json_lines(path: Path, label: str) -> Iterator[tuple[int, dict[str, Any]]]:
             for number, text in enumerate(f, start=1):
                 if not text.strip():
                     continue
-                try:
-                    obj = json.loads(text)
-                except ValueError as exc:
-                    raise UsageError(f"{label} line {number}: not valid JSON ({exc})") from None
-                if not isinstance(obj, dict):
-                    raise UsageError(f"{label} line {number}: expected a JSON object")
-                yield number, obj
+                yield number, json_object(text, f"{label} line {number}")
     except OSError as exc:
         raise UsageError(f"cannot read {label}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

@@ -9,6 +9,7 @@ line of stderr, 2 a usage error (bad flags, unreadable input, no key and no ``--
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -25,6 +26,7 @@ from .._console import (
     error_line,
     offline_client_options,
     positive_int,
+    whole_number,
 )
 
 __all__ = [
@@ -74,6 +76,17 @@ class UsageError(CliError):
     code = 2
 
 
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """The JSON object on one input line; anything else is a usage error naming ``where``."""
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: expected a JSON object")
+    return obj
+
+
 def missing_extra(module: str) -> CliError:
     return CliError(
         f'this command needs the `{module}` package: pip install "together-rerank-plugins[cli]"'
@@ -82,13 +95,7 @@ def missing_extra(module: str) -> CliError:
 
 # -- argument types ------------------------------------------------------------------------
 def non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {number}")
-    return number
+    return whole_number(value, 0)
 
 
 def positive_float(value: str) -> float:

@@ -3,14 +3,13 @@ from ``bm25s`` over its corpus, or a TREC run file)."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import UsageError, missing_extra
+from ._common import UsageError, json_object, missing_extra
 
 __all__ = ["Dataset", "bm25_first_stage", "load_beir", "read_trec_run", "run_file_first_stage"]
 
@@ -33,11 +32,8 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as exc:
-                    raise UsageError(f"{path} line {number}: not valid JSON ({exc})") from None
-                if not isinstance(obj, dict) or "_id" not in obj:
+                obj = json_object(line, f"{path} line {number}")
+                if "_id" not in obj:
                     raise UsageError(f'{path} line {number}: expected an object with "_id"')
                 yield number, obj
     except UnicodeDecodeError as exc:

@@ -6,7 +6,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -14,6 +14,7 @@ from ._common import (
     UsageError,
     add_config_flags,
     add_output_flags,
+    json_object,
     make_client,
     usage_json,
     usage_tokens,
@@ -89,12 +90,7 @@ def read_documents(
         if not jsonl:
             docs.append(InputDoc(number, line, line))
             continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{source} line {number}: not valid JSON ({exc})") from None
-        if not isinstance(obj, Mapping):
-            raise UsageError(f"{source} line {number}: expected a JSON object")
+        obj = json_object(line, f"{source} line {number}")
         if field is not None:
             value = obj.get(field)
             if not isinstance(value, str):
