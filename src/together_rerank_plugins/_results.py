@@ -30,6 +30,8 @@ FALLBACK_KEY = "rerank_fallback"
 #: Metadata key both adapters set (to ``str(results.served_by)``) on results that a
 #: ``failover=`` endpoint scored, because the primary failed.
 SERVED_BY_KEY = "rerank_served_by"
+#: Both flags above: they describe one call, so a later rerank stage replaces them.
+CALL_FLAGS = frozenset({FALLBACK_KEY, SERVED_BY_KEY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,23 @@ class RerankResults(list[RerankResult]):
         self.error = error
         self.served_by = served_by
         self.failed_over = failed_over
+
+    def call_flags(self) -> dict[str, Any]:
+        """The metadata both adapters put on every result of this call:
+        ``{FALLBACK_KEY: True}`` on a fallback, ``{SERVED_BY_KEY: "model @ url"}`` when a
+        ``failover=`` endpoint scored it, else nothing."""
+        if self.fallback:
+            return {FALLBACK_KEY: True}
+        if self.failed_over:
+            return {SERVED_BY_KEY: str(self.served_by)}
+        return {}
+
+    def stamp(self, metadata: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        """A new metadata dict for one result: ``metadata`` without the flags an earlier
+        rerank stage set (they describe that stage, not this call), plus ``extra`` and this
+        call's :meth:`call_flags`. ``metadata`` itself is not changed."""
+        kept = {k: v for k, v in metadata.items() if k not in CALL_FLAGS}
+        return {**kept, **extra, **self.call_flags()}
 
 
 def _bad(detail: str) -> MalformedResponseError:

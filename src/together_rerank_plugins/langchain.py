@@ -47,7 +47,6 @@ __all__ = [
 #: Metadata key of the relevance score on returned documents (as in langchain-cohere).
 RELEVANCE_SCORE_KEY = "relevance_score"
 #: what one call says about its own results (dropped from a previous stage's)
-_CALL_FLAGS = frozenset({FALLBACK_KEY, SERVED_BY_KEY})
 
 RerankInput = str | Document | Mapping[str, Any]
 
@@ -138,16 +137,8 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
         out = []
         for r in results:
             doc = documents[r.index]
-            extra: dict[str, Any] = (
-                {FALLBACK_KEY: True}
-                if results.fallback
-                else {RELEVANCE_SCORE_KEY: r.relevance_score}
-            )
-            if results.failed_over:
-                extra[SERVED_BY_KEY] = str(results.served_by)
-            # flags an earlier rerank stage set describe that stage, not this call
-            kept = {k: v for k, v in doc.metadata.items() if k not in _CALL_FLAGS}
-            out.append(doc.model_copy(update={"metadata": {**kept, **extra}}))
+            extra = {} if results.fallback else {RELEVANCE_SCORE_KEY: r.relevance_score}
+            out.append(doc.model_copy(update={"metadata": results.stamp(doc.metadata, extra)}))
         return out
 
     def _run_metadata(self, documents: Sequence[Any]) -> dict[str, Any]:
@@ -301,15 +292,12 @@ class TogetherCrossEncoder(_LangChainFields, BaseCrossEncoder):
 
 def _as_dicts(results: RerankResults) -> list[dict[str, Any]]:
     """langchain-cohere's shape; a fallback answer says so instead of carrying NaN scores."""
-    if results.fallback:
-        return [{"index": r.index, "relevance_score": None, FALLBACK_KEY: True} for r in results]
-    if results.failed_over:
-        served = str(results.served_by)
-        return [
-            {"index": r.index, "relevance_score": r.relevance_score, SERVED_BY_KEY: served}
-            for r in results
-        ]
-    return [{"index": r.index, "relevance_score": r.relevance_score} for r in results]
+    flags = results.call_flags()
+    return [
+        {"index": r.index, "relevance_score": None if results.fallback else r.relevance_score}
+        | flags
+        for r in results
+    ]
 
 
 def _group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:

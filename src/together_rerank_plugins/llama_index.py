@@ -140,19 +140,10 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         for r in results:
             original = nodes[r.index]
             node = original.node
-            extra: dict[str, Any] = {}
-            if original.score is not None:
-                extra[RETRIEVAL_SCORE_KEY] = original.score
-            if results.fallback:
-                extra[FALLBACK_KEY] = True
-            elif results.failed_over:
-                extra[SERVED_BY_KEY] = str(results.served_by)
-            # flags an earlier rerank stage set describe that stage, not this call
-            kept = {
-                k: v for k, v in node.metadata.items() if k not in (FALLBACK_KEY, SERVED_BY_KEY)
-            }
-            hidden = [k for k in extra if k not in node.metadata]
-            update: dict[str, Any] = {"metadata": {**kept, **extra}}  # always a copy
+            extra = {} if original.score is None else {RETRIEVAL_SCORE_KEY: original.score}
+            metadata = results.stamp(node.metadata, extra)  # always a copy
+            hidden = [k for k in metadata if k not in node.metadata]
+            update: dict[str, Any] = {"metadata": metadata}
             if hidden:
                 update["excluded_llm_metadata_keys"] = _with(
                     node.excluded_llm_metadata_keys, hidden
