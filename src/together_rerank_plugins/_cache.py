@@ -34,9 +34,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._errors import RerankConfigError
 
@@ -62,6 +62,8 @@ logger = logging.getLogger("together_rerank_plugins")
 
 # trp2: endpoint, tokenizer identity and extra request fields joined the key
 # trp3: an object document's digest is marked as an object's (a string may spell its JSON)
+# (a base_url user or default_headers add a digest to the endpoint part: no bump, since
+# keys without them are unchanged and keys with them never existed before)
 _KEY_VERSION = "trp3"
 #: the identity of the built-in token estimate; bump it when the estimate changes
 BUILTIN_TOKENIZER_ID = "estimate-1"
@@ -81,15 +83,23 @@ def document_digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def endpoint_identity(base_url: str) -> str:
-    """The endpoint part of a key: scheme, host (lower case), port and path of ``base_url``,
-    never its credentials (``user:password@`` is dropped)."""
+def endpoint_identity(base_url: str, headers: Mapping[str, str] | None = None) -> str:
+    """The endpoint part of a key: scheme, host (lower case), port and path of ``base_url``
+    and, when there are any, a digest of what else a gateway may route on: the user name
+    in ``base_url`` (not its password: rotating it keeps the scores) and the
+    ``default_headers`` (two routes behind one URL may be two scorers). Never the
+    credentials or header values themselves."""
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port is not None else ""
-    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+    where = f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+    user = parts.username or ""
+    if not user and not headers:
+        return where
+    route = sorted((k.lower(), v) for k, v in (headers or {}).items())
+    return f"{where}#{document_digest(json.dumps([unquote(user), route]))[:32]}"
 
 
 def tokenizer_identity(tokenizer: Any) -> str | None:
@@ -308,7 +318,15 @@ class GuardedStore:
         _LOCKED.add(self)
 
     def _skipped(self) -> bool:
-        return self._failing and _clock() < self._skip_until
+        if not self._failing:
+            return False
+        with self._lock:
+            now = _clock()
+            if now < self._skip_until:
+                return True
+            # this call tries the store again; the others skip it while it does
+            self._skip_until = now + STORE_RETRY_AFTER
+            return False
 
     def _failed(self, action: str, exc: BaseException) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._batches import asend_batches, send_batches
@@ -45,7 +46,13 @@ from ._extras import check_extra_body
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
-from ._resilience import afailover, check_one_breaker_per_endpoint, failover, failover_clients
+from ._resilience import (
+    afailover,
+    check_one_breaker_per_endpoint,
+    failover,
+    failover_clients,
+    replan,
+)
 from ._results import Endpoint, RerankResults
 from ._sdk import SDKClients
 
@@ -207,6 +214,8 @@ class RerankClient:
         self.failover = failover_clients(failover)
         check_one_breaker_per_endpoint(circuit_breaker, self.failover)
         self._sdk = SDKClients(settings, transport)
+        #: the scorer a cache key names (route digest included; never credentials)
+        self._endpoint_id = endpoint_identity(settings.base_url, settings.default_headers)
         #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
         self.endpoint = Endpoint.of(settings.model, settings.base_url)
         self._tokenizer_id = tokenizer_identity(tokenizer)
@@ -347,18 +356,17 @@ class RerankClient:
             max_tokens_per_doc=self.max_tokens_per_doc,
             count_tokens=self.tokenizer or estimate_tokens,
             fast_upper_bound=0 if self.tokenizer else 3,
-            endpoint=endpoint_identity(self.base_url),
+            endpoint=self._endpoint_id,
             tokenizer_id=self._tokenizer_id or "-",
             extra_body=self._extra_body,
         )
 
-    def _keys_are_mine(self, plan: CallPlan) -> bool:
-        """True when ``plan`` was planned for this client's endpoint and model: a plan made
-        by another client (a failover, a second endpoint) is sent without the cache, so its
-        keys, which name the other endpoint, never label this one's scores."""
-        return plan.options.endpoint == endpoint_identity(self.base_url) and (
-            plan.options.model == self.model
-        )
+    def _own(self, plan: CallPlan) -> CallPlan:
+        """``plan`` as this client would have planned it: a plan made by another client
+        (another model, endpoint, limits or cache) is planned again for this one, so what
+        is sent, what is cached and what ``served_by`` names always agree."""
+        mine = replace(self._plan_options(plan.spec), dedupe=plan.options.dedupe)
+        return plan if plan.options == mine else replan(plan, self)
 
     def _failed(self, plan: CallPlan, error: RerankError) -> RerankResults:
         scrub_error(error, self._sdk.secrets)  # logged or raised: never the key
@@ -410,6 +418,7 @@ class RerankClient:
         budget with other work.
         """
         deadline = deadline or Deadline.start(self.deadline)
+        plan = self._own(plan)
         try:
             return self._attempt(plan, deadline)
         except RerankError as exc:
@@ -420,7 +429,7 @@ class RerankClient:
     def _attempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
         """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise."""
         keys: list[str] = []
-        if self._store is not None and plan.spec.documents and self._keys_are_mine(plan):
+        if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
             plan.use_cached(self._store.mget(keys))
         requests = plan.requests()
@@ -506,6 +515,7 @@ class RerankClient:
     async def aexecute(self, plan: CallPlan, deadline: Deadline | None = None) -> RerankResults:
         """Async :meth:`execute`: batches run concurrently on the event loop."""
         deadline = deadline or Deadline.start(self.deadline)
+        plan = self._own(plan)
         try:
             return await self._aattempt(plan, deadline)
         except RerankError as exc:
@@ -516,7 +526,7 @@ class RerankClient:
     async def _aattempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
         """Async :meth:`_attempt`."""
         keys: list[str] = []
-        if self._store is not None and plan.spec.documents and self._keys_are_mine(plan):
+        if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
             plan.use_cached(await self._store.amget(keys))
         requests = plan.requests()

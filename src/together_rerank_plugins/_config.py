@@ -264,12 +264,22 @@ def validate_score_threshold(value: Any) -> float | None:
     return float(value)
 
 
+#: the longest ``timeout`` or ``deadline`` taken (about 11.6 days): the socket layer cannot
+#: wait for much longer ones (1e10 s fails every call as "could not connect")
+MAX_WAIT = 1e6
+
+
 def _validate_timeout(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value <= MAX_WAIT  # NaN and infinities too
+    ):
         raise RerankConfigError(
-            f"`timeout` must be a number of seconds > 0 (or None for no limit); got {value!r}."
+            f"`timeout` must be a number of seconds > 0 and at most {MAX_WAIT:,.0f} (or None "
+            f"for no limit); got {value!r}."
         )
     return float(value)
 
@@ -282,12 +292,12 @@ def validate_deadline(value: Any) -> float | None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not value > 0
+        or not 0 < value <= MAX_WAIT  # NaN and infinities too
     ):
         raise RerankConfigError(
-            "`deadline` must be a number of seconds > 0 for a whole call (every batch, "
-            f"attempt and retry wait), or None for no deadline; got {value!r}."
+            f"`deadline` must be a number of seconds > 0 and at most {MAX_WAIT:,.0f} for a "
+            "whole call (every batch, attempt and retry wait), or None for no deadline; got "
+            f"{value!r}."
         )
     return float(value)
 

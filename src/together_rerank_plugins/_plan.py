@@ -91,11 +91,15 @@ class CallPlan:
         seen: dict[str, int] = {}
         self._canon: list[str] = []
         for i, doc in enumerate(spec.documents):
-            # blanks are never sent, so never merged: each keeps its place in the answer
-            text = f"\0blank:{i}" if is_blank(doc) else canonical(doc)
-            u = seen.get(text)
+            # blanks are never sent, so never merged (with each other or with a document
+            # that spells any marker we could give them): each keeps its place
+            blank = is_blank(doc)
+            text = "" if blank else canonical(doc)
+            u = None if blank else seen.get(text)
             if u is None:
-                u = seen[text] = len(self._uniques)
+                u = len(self._uniques)
+                if not blank:
+                    seen[text] = u
                 self._uniques.append(doc)
                 self._canon.append(text)
                 self._first_of.append(i)
