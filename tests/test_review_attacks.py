@@ -182,3 +182,69 @@ def test_a_rotated_base_url_password_keeps_the_cached_scores() -> None:
     first.rerank("fruit", ["apple pie", "rye bread"])
     rotated = _gateway_client(store, base_url="https://canary:new@gw.internal")
     assert rotated.rerank("fruit", ["apple pie", "rye bread"]).cache_hits == 2
+
+
+# -- a setting assigned after construction said one thing while the client did another ----
+def _adapters() -> list[Any]:
+    from together_rerank_plugins.langchain import TogetherRerank as LangChainRerank
+    from together_rerank_plugins.llama_index import TogetherRerank as LlamaIndexRerank
+
+    return [LangChainRerank, LlamaIndexRerank]
+
+
+def _rank(adapter: Any, texts: list[str], query: str) -> list[str]:
+    """Rank through the adapter's own framework entry point; the texts, best first."""
+    if type(adapter).__module__.endswith("langchain"):
+        from langchain_core.documents import Document
+
+        out = adapter.compress_documents([Document(page_content=t) for t in texts], query)
+        return [d.page_content for d in out]
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in texts]
+    return [n.node.get_content() for n in adapter.postprocess_nodes(nodes, query_str=query)]
+
+
+@pytest.mark.parametrize("adapter_class", _adapters(), ids=["langchain", "llama_index"])
+def test_a_setting_assigned_after_construction_is_the_one_used(adapter_class: Any) -> None:
+    endpoint = LexicalRerankEndpoint()
+    adapter = adapter_class(api_key=TEST_KEY, transport=endpoint, top_n=None)
+    adapter.model = MXBAI
+    adapter.dedupe = False
+    texts = ["red apples", "red apples", "green pears"]
+    assert len(_rank(adapter, texts, "red apples")) == 3  # dedupe=False keeps both copies
+    assert endpoint.requests[-1]["model"] == MXBAI
+    assert adapter.client.model == MXBAI
+    assert adapter.model_dump()["model"] == MXBAI
+    adapter.deadline = 0.25
+    assert adapter.client.deadline == 0.25
+    adapter.top_n = 1
+    assert _rank(adapter, texts, "green pears") == ["green pears"]
+
+
+@pytest.mark.parametrize("adapter_class", _adapters(), ids=["langchain", "llama_index"])
+def test_an_invalid_setting_assigned_after_construction_is_refused_and_changes_nothing(
+    adapter_class: Any,
+) -> None:
+    adapter = adapter_class(api_key=TEST_KEY, transport=LexicalRerankEndpoint(), top_n=2)
+    client = adapter.client
+    with pytest.raises(RerankConfigError, match="top_n"):
+        adapter.top_n = -1
+    with pytest.raises(RerankConfigError, match="on_error"):
+        adapter.on_error = "ignore"
+    assert adapter.top_n == 2
+    assert adapter.on_error == "raise"
+    assert adapter.client is client
+
+
+def test_a_framework_field_assigned_after_construction_keeps_the_client() -> None:
+    """LlamaIndex assigns ``callback_manager`` to postprocessors it is given: not a
+    setting of ours, so no new client (and no new connection pool) for it."""
+    from llama_index.core.callbacks import CallbackManager
+
+    from together_rerank_plugins.llama_index import TogetherRerank
+
+    adapter = TogetherRerank(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    client = adapter.client
+    adapter.callback_manager = CallbackManager([])
+    assert adapter.client is client

@@ -202,6 +202,24 @@ class RerankFields(BaseModel):
         """Rebuild through ``__init__``, so the client is recreated and validated."""
         type(self).__init__(self, **state["__dict__"])
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A setting assigned after construction is the one used, as :meth:`with_options`
+        would apply it: call options (``top_n``, ``deadline``, ...) from the next call on,
+        the others through a new client. A bad value raises and changes nothing. Any other
+        attribute (a framework's own field, such as ``callback_manager``) is set as usual."""
+        private = getattr(self, "__pydantic_private__", None)
+        if (
+            private
+            and "_client" in private
+            and (name in RerankFields.model_fields or name == self._KEY_FIELD)
+        ):
+            clone = self.with_options(**{name: value})
+            self.__dict__.update(clone.__dict__)
+            self.__pydantic_fields_set__.add(name)
+            private["_client"] = clone._client
+            return
+        super().__setattr__(name, value)
+
     def _init_client(self, api_key: Any) -> None:
         self._check_call_options(self.top_n, self.score_threshold, self.rank_fields)
         self._client = RerankClient(
