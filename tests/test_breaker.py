@@ -194,6 +194,9 @@ def test_bad_settings_raise_config_errors(kwargs: dict[str, Any], match: str) ->
 
 
 def test_threads_hammering_one_breaker_lose_no_count() -> None:
+    """Real threads on one breaker. On CPython the GIL makes a lost update rare even
+    without the lock, so this is a stress check; the next-but-one test is the one that
+    fails when the lock is gone."""
     breaker = CircuitBreaker(failure_threshold=10**9, recovery_time=1)
     start = threading.Barrier(8)
 
@@ -230,6 +233,52 @@ def test_concurrent_half_open_admits_give_exactly_one_probe() -> None:
     for t in threads:
         t.join()
     assert sorted(probes) == [False] * 15 + [True]
+
+
+class _WatchedLock:
+    """A lock that knows whether it is held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.held = False
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self.held = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.held = False
+        self._lock.release()
+
+
+class _WatchedBreaker(CircuitBreaker):
+    """Records, for each change of the breaker's state, whether its lock was held."""
+
+    STATE = frozenset({"_state", "_failures", "_opened_at", "_probing"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        lock = self.__dict__.get("_lock")
+        if name in self.STATE and isinstance(lock, _WatchedLock):
+            self.__dict__.setdefault("writes", []).append((name, lock.held))
+        super().__setattr__(name, value)
+
+
+def test_every_state_change_happens_under_the_breakers_lock() -> None:
+    """What the threaded tests above cannot show on CPython: admit, record and reset
+    change the shared state only while holding the lock (thread- and task-safe)."""
+    clock = Clock()
+    breaker = _WatchedBreaker(failure_threshold=2, recovery_time=1, clock=clock)
+    breaker._lock = _WatchedLock()  # type: ignore[assignment]
+    fail(breaker, 2)  # closed -> open
+    clock.now += 1
+    breaker.record(breaker.admit(), "failure")  # half-open probe fails: reopens
+    clock.now += 1
+    breaker.record(breaker.admit(), "success")  # the next probe closes it
+    fail(breaker, 1)
+    breaker.reset()
+    writes = breaker.__dict__["writes"]
+    assert {name for name, _ in writes} == _WatchedBreaker.STATE
+    assert [name for name, held in writes if not held] == []
 
 
 def test_copies_share_the_breaker_and_pickles_start_closed_with_the_settings() -> None:

@@ -284,7 +284,8 @@ def test_deadline_bounds_a_failover_chain_of_hanging_servers(mode: str) -> None:
             results = asyncio.run(primary.arerank(QUERY, DOCS))
         elapsed = time.monotonic() - start
         assert results.fallback
-        assert elapsed < 0.8 + 0.5, elapsed
+        # without the fix: timeout 30 s x 3 attempts; 4 s of slack for a loaded machine
+        assert elapsed < 0.8 + 4.0, elapsed
         primary.close()
         secondary.close()
     finally:

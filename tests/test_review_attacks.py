@@ -248,3 +248,28 @@ def test_a_framework_field_assigned_after_construction_keeps_the_client() -> Non
     client = adapter.client
     adapter.callback_manager = CallbackManager([])
     assert adapter.client is client
+
+
+# -- the first call in a process spent its deadline loading the SDK ------------------------
+def test_warm_up_loads_the_sdk_before_the_first_call_without_sending_anything() -> None:
+    """A fresh process: the first call would load the ``together`` SDK (about 0.5 s) inside
+    its deadline, leaving a hung primary no time to fail over; ``warm_up()`` does it first."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from together_rerank_plugins import RerankClient
+from together_rerank_plugins.testing import LexicalRerankEndpoint
+primary, backup = LexicalRerankEndpoint(), LexicalRerankEndpoint()
+client = RerankClient(api_key="k", transport=primary, deadline=0.8,
+    failover=[RerankClient(api_key="k", transport=backup, base_url="http://backup")])
+before = "together" in sys.modules
+assert client.warm_up() is client
+print(before, "together" in sys.modules, len(primary.requests) + len(backup.requests),
+      all(c._sdk._sync is not None for c in (client, *client.failover)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["False", "True", "0", "True"]

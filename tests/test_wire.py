@@ -30,7 +30,7 @@ from .conftest import TEST_KEY
 from .faults import NO_FAULT, FaultServer, force
 
 DOCS = ["apple pie", "banana split", "cherry tart"]
-SLACK = 1.0  # scheduling on a loaded machine; the bound under test is the feature itself
+SLACK = 2.0  # scheduling on a loaded machine; what these catch takes tens of seconds
 
 
 def expected(query: str) -> list[int]:
@@ -443,7 +443,9 @@ def test_after_fork_parent_and_child_never_read_each_others_answers(
     rank different queries at the same moment, many times: each gets its own answer.
 
     Async: the parent keeps its loop (and its pooled connection); the child runs its calls
-    with ``asyncio.run`` on the same client."""
+    with ``asyncio.run`` on the same client. A new loop gets a new async client anyway, so
+    the async case checks the outcome, not the fork hook: the sync case is the one that
+    fails without it (26 correct, 12 errors, 2 wrong rankings before the fix)."""
     client = RerankClient(api_key=TEST_KEY, base_url=shared.base_url, max_retries=0, timeout=5)
     loop = asyncio.new_event_loop()
 

@@ -273,6 +273,17 @@ class RerankClient:
             f"deadline={self.deadline!r})"
         )
 
+    def warm_up(self) -> RerankClient:
+        """Load the ``together`` SDK and build the sync client now, for this client and its
+        ``failover`` endpoints, without sending anything; returns ``self``.
+
+        Otherwise the first call in a process does it (about half a second, mostly the SDK's
+        import) inside that call's ``deadline``. Call it at a service's start-up.
+        """
+        for client in (self, *self.failover):
+            client._sdk._sync_client()
+        return self
+
     def with_deadline(self, deadline: float | None) -> RerankClient:
         """A client with another ``deadline`` that shares this one's configuration,
         connections and cache (cheap: use one per call)."""
