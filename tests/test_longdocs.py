@@ -30,7 +30,7 @@ from llama_index.core.utils import get_tokenizer
 
 import together_rerank_plugins
 from together_rerank_plugins import RerankClient, RerankInputError
-from together_rerank_plugins._longdocs import estimate_tokens, split_windows
+from together_rerank_plugins._longdocs import ESTIMATE_MAX_PER_CHAR, estimate_tokens, split_windows
 from together_rerank_plugins.langchain import RELEVANCE_SCORE_KEY
 from together_rerank_plugins.langchain import TogetherRerank as LangChainRerank
 from together_rerank_plugins.llama_index import TogetherRerank as LlamaIndexRerank
@@ -322,7 +322,41 @@ def test_estimate_is_zero_for_empty_and_counts_whitespace() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("\n\n\n") >= cl100k("\n\n\n")
     assert estimate_tokens("the") == 1
-    assert estimate_tokens("a" * 30) == 10  # one per 3 characters of a word
+    assert estimate_tokens("a" * 20) == 7  # one per 3 characters of a word
+    assert estimate_tokens("a" * 30) == 20  # past 20 letters not language: 2 per 3
+
+
+def _sequences() -> dict[str, str]:
+    """Text that is not language, as corpora hold it: BPE merges little in it."""
+    rng = random.Random(0)
+
+    def pick(alphabet: str, n: int) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+
+    return {
+        "dna_one_line": pick("ACGT", 6000),
+        "dna_fasta": "\n".join(pick("ACGT", 60) for _ in range(100)),
+        "protein": pick("ACDEFGHIKLMNPQRSTVWY", 6000),
+        "base32_ids": " ".join(pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 26) for _ in range(300)),
+        "latin_extended_a": "".join(chr(rng.randint(0x100, 0x17F)) for _ in range(3000)),
+        "hangul_jamo": "".join(chr(rng.randint(0x1100, 0x11FF)) for _ in range(2000)),
+        "cjk_extension_b": "".join(chr(rng.randint(0x20000, 0x2A6DF)) for _ in range(1000)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_sequences()))
+def test_estimate_on_sequences_and_rare_characters(name: str) -> None:
+    """Each of these was undercounted by 1.3-1.8x before (a document over the budget was
+    sent whole to a server whose behaviour past it is undocumented)."""
+    text = _sequences()[name]
+    assert estimate_tokens(text) >= cl100k(text)
+
+
+@pytest.mark.parametrize("name", [*sorted(_sequences()), "emoji", "digits"])
+def test_estimate_never_exceeds_its_per_character_bound(name: str) -> None:
+    """The planner skips counting a text whose length x ESTIMATE_MAX_PER_CHAR fits."""
+    text = {"emoji": "\U0001f600" * 50, "digits": "1 2 3 " * 50}.get(name) or _sequences()[name]
+    assert estimate_tokens(text) <= len(text) * ESTIMATE_MAX_PER_CHAR
 
 
 # -- windows --------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ logger = logging.getLogger("together_rerank_plugins")
 # keys without them are unchanged and keys with them never existed before)
 _KEY_VERSION = "trp3"
 #: the identity of the built-in token estimate; bump it when the estimate changes
-BUILTIN_TOKENIZER_ID = "estimate-1"
+BUILTIN_TOKENIZER_ID = "estimate-2"
 
 
 @runtime_checkable

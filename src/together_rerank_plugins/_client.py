@@ -44,7 +44,7 @@ from ._errors import (
 )
 from ._extras import check_extra_body
 from ._inputs import CallSpec, Document, validate_call
-from ._longdocs import LONG_DOCUMENT_POLICIES, estimate_tokens
+from ._longdocs import ESTIMATE_MAX_PER_CHAR, LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
 from ._resilience import (
     afailover,
@@ -366,7 +366,7 @@ class RerankClient:
             long_documents=self.long_documents,
             max_tokens_per_doc=self.max_tokens_per_doc,
             count_tokens=self.tokenizer or estimate_tokens,
-            fast_upper_bound=0 if self.tokenizer else 3,
+            fast_upper_bound=0 if self.tokenizer else ESTIMATE_MAX_PER_CHAR,
             endpoint=self._endpoint_id,
             tokenizer_id=self._tokenizer_id or "-",
             extra_body=self._extra_body,

@@ -17,9 +17,14 @@ class, using what BPE tokenizers of the Llama 3 / cl100k family do at worst on r
 - ASCII punctuation and symbols: 1 token each (they often merge, never split);
 - whitespace: 1 token per newline, 1 per 4 other whitespace characters (runs of spaces in
   code merge, single spaces attach to the next word);
-- any other character: its UTF-8 length / 2, rounded up (accented letters 1, CJK 2 —
-  cl100k spends 1 or 2); Greek, Cyrillic and other 2-byte scripts 2, 4-byte characters
-  such as emoji 3 (byte-level fallback).
+- a run of more than 20 letters is not language (DNA, protein, base32 ids): 2 tokens per
+  3 letters (cl100k spends one per 1.7-1.9);
+- any other character: its UTF-8 length (byte-level BPE never spends more than a token per
+  byte), except the common CJK ideographs, kana, Hangul syllables and full-width forms of
+  real text: 2 (cl100k spends 1 or 2).
+
+Random letter strings shorter than that (random ids, passwords) and random rare CJK
+ideographs can still cost more than this estimate: for such corpora pass ``tokenizer=``.
 
 ``tests/test_longdocs.py`` checks that the estimate is at least the cl100k_base count (the
 tokenizer Llama 3's is derived from, shipped offline by llama-index-core) on English prose,
@@ -33,6 +38,7 @@ import re
 from collections.abc import Callable
 
 __all__ = [
+    "ESTIMATE_MAX_PER_CHAR",
     "LONG_DOCUMENT_POLICIES",
     "TokenCounter",
     "estimate_tokens",
@@ -47,6 +53,22 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 
 
 _HUMP = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+#: tokens per character that :func:`estimate_tokens` never exceeds (a 4-byte character),
+#: so a text of ``n`` characters whose ``n * ESTIMATE_MAX_PER_CHAR`` fits needs no count
+ESTIMATE_MAX_PER_CHAR = 4
+#: letters in a row beyond which a "word" is not language and BPE merges little
+_LONGEST_WORD = 20
+
+
+def _common_wide(code: int) -> bool:
+    """CJK ideographs, kana, Hangul syllables, CJK punctuation and full-width forms: 3-byte
+    characters that real text uses and cl100k spends 1 or 2 tokens on."""
+    return (
+        0x4E00 <= code <= 0x9FFF
+        or 0x3000 <= code <= 0x30FF
+        or 0xAC00 <= code <= 0xD7A3
+        or 0xFF00 <= code <= 0xFFEF
+    )
 
 
 def _word_tokens(word: str) -> int:
@@ -54,6 +76,8 @@ def _word_tokens(word: str) -> int:
         return -(-len(word) // 3) + 1
     if any(c.isdigit() for c in word):  # hashes, ids, base64, \uXXXX escapes: no merges
         return len(word)
+    if len(word) > _LONGEST_WORD:  # no language: DNA, protein, base32 ids (~1.7-1.9 chars)
+        return -(-len(word) * 2 // 3)
     if word.islower() or word.isupper() or word[1:].islower():
         return max(1, -(-len(word) // 3))
     return sum(max(1, -(-len(h) // 3)) for h in _HUMP.findall(word))  # camelCase humps
@@ -74,10 +98,9 @@ def estimate_tokens(text: str) -> int:
             total += 1
         else:
             size = len(ch.encode("utf-8"))
-            if size == 4 or 0x370 <= ord(ch) < 0x800:  # emoji; Greek, Cyrillic, ...: bytes
-                total += min(size, 3)
-            else:
-                total += -(-size // 2)
+            # byte-level BPE never spends more than one token per byte; only the common
+            # CJK, kana and Hangul characters of real text are known to merge
+            total += 2 if size == 3 and _common_wide(ord(ch)) else size
     return total + -(-spaces // 4)
 
 
