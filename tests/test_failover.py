@@ -3,8 +3,10 @@ are not passed over. In-process transports (no sockets); see test_resilience_loo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import threading
 from typing import Any
 
 import httpx
@@ -220,36 +222,71 @@ async def test_a_failover_endpoint_with_a_wrong_key_raises_even_with_fallback() 
         await primary.arerank(QUERY, DOCS)
 
 
+class FailsAfterThreeAnswers(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Answers every batch but the one holding "item 12", which fails with a 503 only once
+    three other batches have answered. Without that wait, with several batches in flight the
+    failing one could come first and the others never be sent (that is what a failure does),
+    so the test would not always show scores that came back and were then thrown away."""
+
+    def __init__(self) -> None:
+        self.good = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+        self.answered = 0
+        self._sync_cond = threading.Condition()
+        self._async_count = 0
+        self._async_three: asyncio.Event | None = None
+
+    @staticmethod
+    def _fails(request: httpx.Request) -> bool:
+        return b"item 12" in request.content
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        with self._sync_cond:
+            if self._fails(request):
+                assert self._sync_cond.wait_for(lambda: self.answered >= 3, timeout=30)
+                return httpx.Response(503, json={"error": {"message": "down"}})
+        response = self.good.handle(request)
+        with self._sync_cond:
+            self.answered += 1
+            self._sync_cond.notify_all()
+        return response
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        if self._async_three is None:
+            self._async_three = asyncio.Event()
+        if self._fails(request):
+            await asyncio.wait_for(self._async_three.wait(), timeout=30)
+            return httpx.Response(503, json={"error": {"message": "down"}})
+        response = self.good.handle(request)
+        self.answered += 1
+        self._async_count += 1
+        if self._async_count >= 3:
+            self._async_three.set()
+        return response
+
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 async def test_a_batch_failing_midway_is_rescored_whole_on_the_next_endpoint(
     concurrency: int,
 ) -> None:
-    """The primary answers its first batches, then fails: none of its scores survive."""
+    """The primary answers three batches, then one fails: none of its scores survive."""
     docs = [f"{w} item {i}" for i, w in enumerate(["red", "apples", "green", "pears"] * 5)]
-    good = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
-    answered = 0
-
-    def flaky(request: httpx.Request) -> httpx.Response:
-        nonlocal answered
-        if b"item 12" in request.content:
-            return httpx.Response(503, json={"error": {"message": "down"}})
-        answered += 1
-        return good.handle(request)
-
+    flaky = FailsAfterThreeAnswers()
     secondary, seen = make_secondary()
     primary = RerankClient(
         api_key=TEST_KEY,
         max_retries=0,
         max_batch_size=4,
         max_concurrency=concurrency,
-        transport=httpx.MockTransport(flaky),
+        transport=flaky,
         failover=[secondary],
     )
     sync = primary.rerank(QUERY, docs)
-    assert answered >= 3  # the primary's first three batches did answer (a 5th may have)
-    before = answered
+    assert flaky.answered >= 3  # three of the primary's batches did answer (a 5th may have)
+    before = flaky.answered
     async_ = await primary.arerank(QUERY, docs)
-    assert answered - before >= 3
+    assert flaky.answered - before >= 3
     for results in (sync, async_):
         assert pairs(results) == expected_secondary(docs)
         assert all(r.relevance_score >= 1.0 for r in results)  # all on the secondary's scale
