@@ -5,11 +5,35 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
 TEST_KEY = "test-key-0123456789abcdef"  # not a real key; long enough to be scrubbed
+
+
+# In-process endpoints that always fail one way (fallback and failover tests share them).
+def failing(status: int) -> httpx.MockTransport:
+    """Answers every request with ``status`` and a documented error body."""
+    return httpx.MockTransport(
+        lambda r: httpx.Response(status, json={"error": {"message": f"status {status}"}})
+    )
+
+
+def hanging() -> httpx.MockTransport:
+    """Never answers: every attempt ends in a read timeout."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    return httpx.MockTransport(handler)
+
+
+def malformed() -> httpx.MockTransport:
+    """Answers 200 with a body cut in the middle of the JSON."""
+    return httpx.MockTransport(lambda r: httpx.Response(200, content=b'{"results": [{"ind'))
+
 
 # Read once, before `clean_env` hides them: only tests marked `live` may use these.
 LIVE_ENV = {

@@ -21,7 +21,7 @@ from together_rerank_plugins.langchain import TogetherRerank as LCRerank
 from together_rerank_plugins.llama_index import TogetherRerank as LIRerank
 from together_rerank_plugins.testing import LexicalRerankEndpoint, pointwise_lexical_scores
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, failing, hanging, malformed
 
 DOCS = ["red apples", "green pears", "red cherries", "yellow bananas", "red apples pie"]
 QUERY = "red apples"
@@ -32,27 +32,10 @@ def secondary_scores(query: str, texts: list[str]) -> list[float]:
     return [round(1.0 + s, 6) for s in pointwise_lexical_scores(query, texts)]
 
 
-def status(code: int) -> httpx.MockTransport:
-    return httpx.MockTransport(
-        lambda r: httpx.Response(code, json={"error": {"message": f"status {code}"}})
-    )
-
-
-def hanging() -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("no answer", request=request)
-
-    return httpx.MockTransport(handler)
-
-
-def malformed() -> httpx.MockTransport:
-    return httpx.MockTransport(lambda r: httpx.Response(200, content=b'{"results": [{"ind'))
-
-
 COVERED = {
-    "503": lambda: status(503),
-    "500": lambda: status(500),
-    "429": lambda: status(429),
+    "503": lambda: failing(503),
+    "500": lambda: failing(500),
+    "429": lambda: failing(429),
     "timeout": hanging,
     "malformed": malformed,
 }
@@ -122,7 +105,7 @@ async def test_errors_that_need_a_fix_raise_from_the_primary_without_failover(
 ) -> None:
     secondary, seen = make_secondary()
     primary = RerankClient(
-        api_key=TEST_KEY, transport=status(code), failover=[secondary], on_error="fallback"
+        api_key=TEST_KEY, transport=failing(code), failover=[secondary], on_error="fallback"
     )
     with pytest.raises(error):
         primary.rerank(QUERY, DOCS)
@@ -162,12 +145,12 @@ def test_chain_tries_each_endpoint_in_order_with_its_own_breaker(
         api_key=TEST_KEY,
         base_url="http://second.example",
         max_retries=0,
-        transport=status(500),
+        transport=failing(500),
         circuit_breaker=second_breaker,
     )
     third, seen = make_secondary()
     primary = RerankClient(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[second, third]
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[second, third]
     )
     results = primary.rerank(QUERY, DOCS)
     assert results.served_by == third.endpoint
@@ -184,7 +167,7 @@ def test_chain_tries_each_endpoint_in_order_with_its_own_breaker(
 async def test_when_every_endpoint_fails_on_error_decides() -> None:
     second = RerankClient(api_key=TEST_KEY, max_retries=0, transport=hanging(), timeout=1)
     raising = RerankClient(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[second]
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[second]
     )
     with pytest.raises(trp.RerankTimeoutError):  # the last endpoint's error
         raising.rerank(QUERY, DOCS)
@@ -193,7 +176,7 @@ async def test_when_every_endpoint_fails_on_error_decides() -> None:
     lenient = RerankClient(
         api_key=TEST_KEY,
         max_retries=0,
-        transport=status(503),
+        transport=failing(503),
         failover=[second],
         on_error="fallback",
     )
@@ -212,7 +195,7 @@ async def test_a_failover_endpoint_with_a_wrong_key_raises_even_with_fallback() 
     primary = RerankClient(
         api_key=TEST_KEY,
         max_retries=0,
-        transport=status(503),
+        transport=failing(503),
         failover=[bad_key],
         on_error="fallback",
     )
@@ -331,7 +314,7 @@ def test_failover_uses_its_own_limits_and_the_primarys_call_shape() -> None:
     docs = ["red apples", "red apples", "green pears", "red cherries"]
     secondary, seen = make_secondary(max_batch_size=2, dedupe=True)
     primary = RerankClient(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), dedupe=False, failover=[secondary]
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), dedupe=False, failover=[secondary]
     )
     results = primary.rerank(QUERY, docs, score_threshold=1.5)
     # its batch size (batches run concurrently: compare regardless of order)
@@ -343,7 +326,7 @@ def test_failover_uses_its_own_limits_and_the_primarys_call_shape() -> None:
 def test_score_uses_the_answering_endpoints_scores() -> None:
     secondary, _ = make_secondary()
     primary = RerankClient(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[secondary]
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[secondary]
     )
     docs = ["green pears", "red apples", "green pears"]
     assert primary.score(QUERY, docs) == [
@@ -358,7 +341,9 @@ def test_rank_fields_on_a_failover_that_cannot_take_them_is_an_input_error() -> 
         api_key=TEST_KEY,
         transport=LexicalRerankEndpoint(),
     )
-    primary = RerankClient(api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[mxbai])
+    primary = RerankClient(
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[mxbai]
+    )
     with pytest.raises(trp.RerankInputError, match="failover endpoint"):
         primary.rerank(QUERY, [{"text": "red apples"}], rank_fields=["text"])
 
@@ -378,7 +363,7 @@ def test_served_by_and_logs_carry_no_credentials(caplog: pytest.LogCaptureFixtur
     )
     assert str(secret_url.endpoint) == "Salesforce/Llama-Rank-V1 @ http://backup.example"
     primary = RerankClient(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[secret_url]
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[secret_url]
     )
     with pytest.raises(trp.RerankError):  # httpx turns user:password into Basic auth: 401
         primary.rerank(QUERY, DOCS)
@@ -393,7 +378,7 @@ def test_served_by_and_logs_carry_no_credentials(caplog: pytest.LogCaptureFixtur
 async def test_llama_index_marks_failover_nodes_out_of_llm_and_embedding_text() -> None:
     secondary, _ = make_secondary()
     rerank = LIRerank(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[secondary], top_n=2
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[secondary], top_n=2
     )
     nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in DOCS]
     for out in (
@@ -423,7 +408,7 @@ def test_llama_index_leaves_primary_answers_unmarked() -> None:
 async def test_langchain_marks_failover_documents_and_rerank_dicts() -> None:
     secondary, _ = make_secondary()
     rerank = LCRerank(
-        api_key=TEST_KEY, max_retries=0, transport=status(503), failover=[secondary], top_n=2
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[secondary], top_n=2
     )
     docs = [Document(page_content=t, id=f"d{i}") for i, t in enumerate(DOCS)]
     expected = expected_secondary(DOCS, 2)

@@ -6,7 +6,6 @@ import logging
 import math
 from typing import Any
 
-import httpx
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
@@ -18,26 +17,9 @@ from together_rerank_plugins import RerankClient
 from together_rerank_plugins.langchain import TogetherRerank as LCRerank
 from together_rerank_plugins.llama_index import TogetherRerank as LIRerank
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, failing, hanging, malformed
 
 DOCS = ["first retrieved", "second retrieved", "third retrieved", "fourth retrieved"]
-
-
-def failing(status: int) -> httpx.MockTransport:
-    return httpx.MockTransport(
-        lambda r: httpx.Response(status, json={"error": {"message": f"status {status}"}})
-    )
-
-
-def hanging() -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("no answer", request=request)
-
-    return httpx.MockTransport(handler)
-
-
-def malformed() -> httpx.MockTransport:
-    return httpx.MockTransport(lambda r: httpx.Response(200, content=b'{"results": [{"ind'))
 
 
 FALLBACK_CAUSES = {

@@ -269,14 +269,15 @@ def validate_score_threshold(value: Any) -> float | None:
 MAX_WAIT = 1e6
 
 
+def _is_wait(value: Any) -> bool:
+    """A number of seconds > 0 and at most MAX_WAIT (False for bools, NaN and infinities)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value <= MAX_WAIT
+
+
 def _validate_timeout(value: Any) -> float | None:
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value <= MAX_WAIT  # NaN and infinities too
-    ):
+    if not _is_wait(value):
         raise RerankConfigError(
             f"`timeout` must be a number of seconds > 0 and at most {MAX_WAIT:,.0f} (or None "
             f"for no limit); got {value!r}."
@@ -289,11 +290,7 @@ def validate_deadline(value: Any) -> float | None:
     attempts' ``timeout`` and ``max_retries``)."""
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value <= MAX_WAIT  # NaN and infinities too
-    ):
+    if not _is_wait(value):
         raise RerankConfigError(
             f"`deadline` must be a number of seconds > 0 and at most {MAX_WAIT:,.0f} for a "
             "whole call (every batch, attempt and retry wait), or None for no deadline; got "
