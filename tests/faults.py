@@ -460,14 +460,7 @@ class _Server:
             await writer.drain()
             attempt.answered = time.monotonic()
             return True
-        answer = self.endpoint.handle(
-            httpx.Request(
-                request.method,
-                f"http://127.0.0.1:{self._port}{request.path}",
-                headers=request.headers,
-                content=request.body,
-            )
-        )
+        answer = self._honest_answer(request)
         body = answer.read()
         if answer.status_code != 200:  # the request itself was wrong: answer it as is
             kind = OK
@@ -489,6 +482,17 @@ class _Server:
         attempt.answered = time.monotonic()
         return True
 
+    def _honest_answer(self, request: _Request) -> httpx.Response:
+        """What the test double answers to this request when nothing goes wrong."""
+        return self.endpoint.handle(
+            httpx.Request(
+                request.method,
+                f"http://127.0.0.1:{self._port}{request.path}",
+                headers=request.headers,
+                content=request.body,
+            )
+        )
+
     # -- wire faults ---------------------------------------------------------------------
     async def _wire_fault(
         self,
@@ -506,14 +510,7 @@ class _Server:
             attempt.answered = time.monotonic()
             return True
         # trickle: the right answer, one byte at a time, until the client goes away
-        answer = self.endpoint.handle(
-            httpx.Request(
-                request.method,
-                f"http://127.0.0.1:{self._port}{request.path}",
-                headers=request.headers,
-                content=request.body,
-            )
-        )
+        answer = self._honest_answer(request)
         body = answer.read()
         data = _http(answer.status_code, [("content-type", "application/json")], body)
         for i in range(len(data)):

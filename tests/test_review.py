@@ -33,6 +33,15 @@ def slow_timeout(seconds: float) -> httpx.MockTransport:
     return httpx.MockTransport(handler)
 
 
+def reference_rankings(queries: list[str], docs: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """(index, score) per query from a plain client on the same test double: the right
+    answer the concurrent, cached, breaker-guarded calls must give."""
+    reference = RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    )
+    return {q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries}
+
+
 # -- a deadline spent by the primary is not the failover endpoint's failure -----------------
 def test_failover_reached_with_no_time_left_is_not_counted_by_its_breaker() -> None:
     backup = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
@@ -170,12 +179,7 @@ def test_one_client_from_16_threads_with_batches_cache_and_breaker() -> None:
 
     queries = [f"red apples {i % 4}" for i in range(64)]
     docs = [f"red apples {j}" if j % 3 else f"green pears {j}" for j in range(12)]
-    reference = RerankClient(
-        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
-    )
-    expected = {
-        q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries
-    }
+    expected = reference_rankings(queries, docs)
     breaker = CircuitBreaker(failure_threshold=1)
     client = RerankClient(
         api_key=TEST_KEY,
@@ -443,12 +447,7 @@ def test_16_threads_on_a_flaky_endpoint_get_the_right_ranking_or_the_flagged_fal
 
     docs = [f"red apples {j}" if j % 3 else f"green pears {j}" for j in range(12)]
     queries = [f"red apples {i % 5}" for i in range(96)]
-    reference = RerankClient(
-        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
-    )
-    expected = {
-        q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries
-    }
+    expected = reference_rankings(queries, docs)
     client = RerankClient(
         api_key=TEST_KEY,
         transport=httpx.MockTransport(flaky),
@@ -580,12 +579,7 @@ def test_16_threads_each_running_asyncio_run_on_one_client() -> None:
 
     docs = [f"red apples {j}" if j % 3 else f"green pears {j}" for j in range(12)]
     queries = [f"red apples {i % 4}" for i in range(48)]
-    reference = RerankClient(
-        api_key=TEST_KEY, transport=LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
-    )
-    expected = {
-        q: [(r.index, r.relevance_score) for r in reference.rerank(q, docs)] for q in queries
-    }
+    expected = reference_rankings(queries, docs)
     breaker = CircuitBreaker(failure_threshold=1)
     client = RerankClient(
         api_key=TEST_KEY,
