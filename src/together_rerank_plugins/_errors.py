@@ -52,7 +52,18 @@ __all__ = [
 
 
 class RerankError(Exception):
-    """Base class of every error raised by together-rerank-plugins."""
+    """Base class of every error raised by together-rerank-plugins.
+
+    Every one pickles with its message and fields (``status_code``, ``location``, ...), so
+    an error raised in a worker process (``ProcessPoolExecutor``, ``multiprocessing``)
+    reaches the parent typed. Like every exception, its cause and traceback are not pickled.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls ``cls(*args)``, which subclasses with keyword-only
+        # fields (APIStatusError's status_code) cannot take: rebuild without __init__, then
+        # restore the fields from __dict__ (pickle's default __setstate__ does that).
+        return (_rebuild_error, (type(self), self.args), self.__dict__)
 
 
 class RerankConfigError(RerankError, ValueError):
@@ -103,6 +114,14 @@ class CrossOriginRedirectError(APIStatusError):
     def __init__(self, message: str, *, status_code: int, location: str) -> None:
         super().__init__(message, status_code=status_code)
         self.location = location
+
+
+def _rebuild_error(cls: type[RerankError], args: tuple[Any, ...]) -> RerankError:
+    """Unpickle a :class:`RerankError`: ``cls`` with ``args``, its ``__init__`` skipped (the
+    fields it would set come back from the pickled ``__dict__``)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 #: set by ``_transport`` on a redirect it refused; the value is the redacted target
