@@ -212,29 +212,113 @@ def _secret_value(value: Any) -> str | None:
     return value
 
 
+def _shown_url(url: str) -> str:
+    """``url`` as an error message may quote it: everything between ``://`` and the last
+    ``@`` (where a user name and password may be, even a malformed one) replaced by
+    ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+_ENCODE_HINT = (
+    "percent-encode a '/', '?', '#', '@' or space in the user name or password (%2F, %3F, %23, "
+    "%40, %20: urllib.parse.quote(password, safe=''))"
+)
+
+
+def _check_url_text(text: str) -> None:
+    """Refuse characters no URL may hold as written: a space or control character (a
+    stray one from a config file), or a lone surrogate (cannot be encoded). The position is
+    said unless it is inside ``user:password@``; the character's neighbours never are."""
+    for position, char in enumerate(text):
+        if char.isspace() or not char.isprintable() or "\ud800" <= char <= "\udfff":
+            what = "a space" if char == " " else "a whitespace, control or invalid character"
+            scheme, sep, rest = text.partition("://")
+            credentials = len(scheme) + len(sep) + len(rest.rpartition("@")[0])
+            if sep and "@" in rest and position < credentials:
+                raise RerankConfigError(
+                    f"`base_url` has {what} in its user name or password: {_ENCODE_HINT}. "
+                    "(Not quoted: it holds credentials.)"
+                )
+            raise RerankConfigError(
+                f"`base_url` has {what} at position {position}: remove it (or percent-encode "
+                f"it, a space as %20); got {_shown_url(text)!r}."
+            )
+
+
+def _check_host_and_port(netloc: str) -> None:
+    """The host is not empty and the port, if any, is a whole number from 1 to 65535. The
+    port is never quoted: in ``http://user:password`` (the host forgotten), it is the
+    password."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):  # an IPv6 literal: [addr] or [addr]:port
+        host, _, after = hostport[1:].partition("]")
+        if after and not after.startswith(":"):
+            after = ":x"  # text after the ']' that is not a port
+        port = after[1:]
+    else:
+        host, _, port = hostport.partition(":")
+    if not host:
+        raise RerankConfigError(
+            "`base_url` has no host (e.g. 'https://api.together.ai', "
+            "'http://localhost:8000/v1'); add it before the ':' or '/'."
+        )
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise RerankConfigError(
+            "`base_url` has a port that is not a whole number from 1 to 65535 (the number "
+            "after the host's ':'). Fix the port, or, if the ':' is in a password, write "
+            f"'user:password@host': {_ENCODE_HINT}."
+        )
+
+
 def normalize_base_url(url: str) -> str:
     """Return ``scheme://host[:port][/prefix]`` without a trailing ``/`` or ``/v1``.
 
     The SDK appends ``/v1/rerank`` itself, so ``https://api.together.ai/v1`` and
-    ``https://api.together.ai`` mean the same endpoint.
+    ``https://api.together.ai`` mean the same endpoint. A URL the HTTP client could not use
+    raises :class:`RerankConfigError`, whose message never quotes a user name or password.
     """
+    if not isinstance(url, str):
+        raise RerankConfigError(
+            f"`base_url` must be a string such as 'https://api.together.ai'; got "
+            f"{type(url).__name__}."
+        )
     text = url.strip()
-    parts = urlsplit(text)
+    _check_url_text(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # urllib's only complaint here: an unbalanced '[' or ']'
+        raise RerankConfigError(
+            "`base_url` has an unclosed '[' or a stray ']' in its host: an IPv6 address is "
+            "written in brackets, as in 'http://[::1]:8000'; a '[' or ']' in a password is "
+            f"percent-encoded (%5B, %5D). Got {_shown_url(text)!r}."
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RerankConfigError(
             f"`base_url` must be an http(s) URL such as 'https://api.together.ai' or "
-            f"'http://localhost:8000/v1'; got {redact_url(url)!r}."
+            f"'http://localhost:8000/v1'; got {_shown_url(text)!r}."
+        )
+    if "@" in text[text.index(parts.netloc) + len(parts.netloc) :]:
+        # a '/', '?' or '#' in a password ends the host part early: what follows (the rest
+        # of the password among it) would be sent as path, query or fragment
+        raise RerankConfigError(
+            "`base_url` has an '@' after its host. If it holds 'user:password@host', "
+            f"{_ENCODE_HINT}; an '@' in the path is written %40. (Not quoted: it may hold "
+            "credentials.)"
         )
     if parts.query or parts.fragment:
         raise RerankConfigError(
-            f"`base_url` must not carry a query or fragment; got {redact_url(url)!r}."
+            f"`base_url` must not carry a query or fragment; got {_shown_url(text)!r}."
         )
     if parts.netloc.startswith("***@"):  # what redact_url wrote: the credentials are gone
         raise RerankConfigError(
-            f"`base_url` {url!r} had credentials (user:password@), which are never "
+            f"`base_url` {text!r} had credentials (user:password@), which are never "
             "serialized or shown; pass `base_url` with them again (e.g. from your secret "
             "store) when you load or copy this configuration."
         )
+    _check_host_and_port(parts.netloc)
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]

@@ -1,0 +1,145 @@
+"""Settings a service reads from files and the environment: a bad ``base_url`` (issue 16,
+defect 11). Each is refused at construction with a :class:`RerankConfigError` that names
+the problem and never quotes any part of a credential, through every way a setting arrives:
+the core's arguments, the environment, both adapters (at construction and assigned
+afterwards), and the CLI (one line, no traceback)."""
+
+from __future__ import annotations
+
+import base64
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import together_rerank_plugins as trp
+from together_rerank_plugins import RerankClient, cli
+from together_rerank_plugins.testing import LexicalRerankEndpoint
+
+from .conftest import TEST_KEY
+
+#: the parts of a password that must never show: each half around the unescaped character
+SECRET_PARTS = ("s3cr", "et-PW-42")
+
+
+def _adapters() -> list[type]:
+    from together_rerank_plugins.langchain import TogetherRerank as LC
+    from together_rerank_plugins.llama_index import TogetherRerank as LI
+
+    return [LI, LC]
+
+
+def _build(way: str, base_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Build something configured with ``base_url`` the way ``way`` names."""
+    if way == "core":
+        return RerankClient(api_key=TEST_KEY, base_url=base_url)
+    if way == "env":
+        monkeypatch.setenv("TOGETHER_BASE_URL", base_url)
+        return RerankClient(api_key=TEST_KEY)
+    cls = {"llama_index": _adapters()[0], "langchain": _adapters()[1]}[way.split(":")[0]]
+    if way.endswith(":assigned"):
+        adapter = cls(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+        adapter.base_url = base_url
+        return adapter
+    return cls(api_key=TEST_KEY, base_url=base_url)
+
+
+WAYS = ["core", "env", "llama_index", "langchain", "llama_index:assigned", "langchain:assigned"]
+
+
+def _refused(build: Callable[[], Any]) -> trp.RerankConfigError:
+    with pytest.raises(trp.RerankConfigError) as info:
+        build()
+    return info.value
+
+
+def _shows(err: BaseException) -> str:
+    """Everything an error shows: message, repr, and the whole traceback with its chain."""
+    return "\n".join([str(err), repr(err), *traceback.format_exception(err)])
+
+
+# -- defect 11: a bad base_url -----------------------------------------------------------
+BAD_URLS = {
+    # url: words the message must contain (the problem, named)
+    "http://rerank.example.com:99999": "port",
+    "http://rerank.example.com:http": "port",
+    "http://[::1:8000/v1": "[",
+    "http://[::1]x:8000": "port",
+    "http://:8000/v1": "host",
+    "http://alice:s3cr/et-PW-42@rerank.example.com/v1": "percent-encode",
+    "http://alice:s3cr?et-PW-42@rerank.example.com/v1": "percent-encode",
+    "http://alice:s3cr#et-PW-42@rerank.example.com/v1": "percent-encode",
+    "http://alice:s3cr%2Fet-PW-42@rerank.example.com:99999/v1": "port",
+    "http://alice:s3cr et-PW-42@rerank.example.com/v1": "space",
+    "http://rerank.example.com/v1\n": "",  # surrounding whitespace is stripped: accepted
+}
+
+
+@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("url", [u for u, word in BAD_URLS.items() if word])
+def test_a_bad_base_url_is_a_config_error_that_quotes_no_credential(
+    url: str, way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    err = _refused(lambda: _build(way, url, monkeypatch))
+    assert BAD_URLS[url] in str(err).lower() or BAD_URLS[url] in str(err)
+    shown = _shows(err)
+    assert not any(part in shown for part in SECRET_PARTS), shown
+    assert "alice" not in shown
+    assert "base_url" in str(err) or "TOGETHER_BASE_URL" in str(err)
+
+
+def test_a_numeric_password_with_a_slash_is_refused_not_sent_to_the_wrong_host() -> None:
+    # parsed as host "alice", port 12, path "/34@rerank.example.com": it used to be accepted,
+    # sent to the wrong host, and shown (password included) by repr and base_url
+    url = "http://alice:12" + "/34@h.example"  # (tracebacks quote this line: kept apart)
+    err = _refused(lambda: RerankClient(api_key=TEST_KEY, base_url=url))
+    assert "12/34" not in _shows(err)
+
+
+def test_a_percent_encoded_password_is_accepted_and_sent_as_written() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
+
+    client = RerankClient(
+        api_key=TEST_KEY,
+        base_url="http://alice:s3cr%2Fet-PW-42@rerank.example.com/v1",
+        transport=httpx.MockTransport(handler),
+    )
+    client.rerank("q", ["a"])
+    assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(
+        b"alice:s3cr/et-PW-42"
+    ).decode("ascii")
+    assert seen[0].url.host == "rerank.example.com"
+
+
+def test_an_at_sign_in_the_path_is_refused_with_the_way_to_write_it() -> None:
+    err = _refused(lambda: RerankClient(api_key=TEST_KEY, base_url="http://gw.example/@team"))
+    assert "%40" in str(err)
+    client = RerankClient(api_key=TEST_KEY, base_url="http://gw.example/%40team")
+    assert client.base_url == "http://gw.example/%40team"
+
+
+def test_surrounding_whitespace_of_a_base_url_is_stripped() -> None:
+    client = RerankClient(api_key=TEST_KEY, base_url=" http://rerank.example.com/v1\n")
+    assert client.base_url == "http://rerank.example.com"
+
+
+def test_the_cli_reports_a_bad_base_url_on_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Paris\nBerlin\n", encoding="utf-8")
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)
+    url = "http://alice:s3cr/et-PW-42@rerank.example.com/v1"
+    code = cli.main(["rerank", "capital", str(docs), "--base-url", url])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: RerankConfigError:")
+    assert not any(part in err for part in SECRET_PARTS)
