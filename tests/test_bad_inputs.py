@@ -551,6 +551,20 @@ def _(mp: pytest.MonkeyPatch) -> None:
     config_error(lambda: lc(), "TOGETHER_BASE_URL")
 
 
+@row("malformed-base-url")
+def _(mp: pytest.MonkeyPatch) -> None:
+    for url, problem in (
+        ("http://h.example:99999", "port"),
+        ("http://[::1:8000", r"\["),
+        ("http://user:pa/ss-1234@h.example", "percent-encode"),
+    ):
+        for make in (core, li, lc):
+            with pytest.raises(trp.RerankConfigError, match=problem) as info:
+                make(base_url=url)
+            assert "pa/ss" not in str(info.value)
+            assert "ss-1234" not in str(info.value)
+
+
 @row("unreachable-base-url")
 def _(mp: pytest.MonkeyPatch) -> None:
     def refused(request: httpx.Request) -> httpx.Response:
@@ -581,6 +595,27 @@ def _(mp: pytest.MonkeyPatch) -> None:
     from together_rerank_plugins.langchain import TogetherRerank
 
     config_error(lambda: TogetherRerank(), "TOGETHER_API_KEY.*empty|empty.*TOGETHER_API_KEY")
+
+
+@row("api-key-from-a-file")
+def _(mp: pytest.MonkeyPatch) -> None:
+    rec = lexical()
+    padded = core(rec, api_key=f" {TEST_KEY}\n")
+    assert padded._sdk.settings.api_key == TEST_KEY
+    assert padded.rerank("q", DOCS)
+    for bad in ("\ufeff" + TEST_KEY, TEST_KEY + "\u00e9", TEST_KEY + "\u200b"):
+        for make in (core, li, lc):
+            config_error(lambda m=make, k=bad: m(api_key=k), "api_key.*position")
+        mp.setenv("TOGETHER_API_KEY", bad)
+        config_error(lambda: RerankClient(), "TOGETHER_API_KEY.*position")
+
+
+@row("header-value-not-ascii")
+def _(mp: pytest.MonkeyPatch) -> None:
+    for make in (core, li, lc):
+        config_error(lambda m=make: m(default_headers={"X-Token": "t\u00f6ken"}), "X-Token")
+    rec = lexical()
+    core(rec, default_headers={"X-Token": "token\n"}).rerank("q", DOCS)
 
 
 @row("none-instead-of-candidates")

@@ -1,8 +1,9 @@
-"""Settings a service reads from files and the environment: a bad ``base_url`` (issue 16,
-defect 11). Each is refused at construction with a :class:`RerankConfigError` that names
-the problem and never quotes any part of a credential, through every way a setting arrives:
-the core's arguments, the environment, both adapters (at construction and assigned
-afterwards), and the CLI (one line, no traceback)."""
+"""Settings a service reads from files and the environment: an API key or header value
+with a character HTTP cannot carry (issue 16, defect 6) and a bad ``base_url`` (defect 11).
+Each is refused at construction with a :class:`RerankConfigError` that names the problem
+and never quotes any part of a credential, through every way a setting arrives: the core's
+arguments, the environment, both adapters (at construction and assigned afterwards), and the
+CLI (one line, no traceback)."""
 
 from __future__ import annotations
 
@@ -143,3 +144,164 @@ def test_the_cli_reports_a_bad_base_url_on_one_line(
     assert len(lines) == 1, err
     assert lines[0].startswith("error: RerankConfigError:")
     assert not any(part in err for part in SECRET_PARTS)
+
+
+# -- defect 6: a key or header value HTTP cannot carry ------------------------------------
+KEY = "sk-fake-0123456789abcdef-do-not-leak"
+#: each key as a file or a paste may hold it, and the words the error must say
+BAD_KEYS = {
+    "\ufeff" + KEY: "byte-order mark",  # a key file saved "UTF-8 with BOM"
+    KEY[:10] + "\u00e9" + KEY[10:]: "non-ASCII",  # a stray character typed into it
+    KEY + "\u200b": "U+200B",  # a zero-width space pasted from a web page
+    KEY[:5] + "\x1b" + KEY[5:]: "control",  # an escape sequence pasted from a terminal
+}
+
+
+def _key_parts(key: str) -> list[str]:
+    """Pieces of the key an error must not show (any 8 characters in a row)."""
+    plain = "".join(c for c in key if c.isascii() and c.isprintable())
+    return [plain[i : i + 8] for i in range(len(plain) - 7)]
+
+
+def _key_way(way: str, key: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    if way == "core":
+        return RerankClient(api_key=key, transport=LexicalRerankEndpoint())
+    if way == "env":
+        monkeypatch.setenv("TOGETHER_API_KEY", key)
+        return RerankClient(transport=LexicalRerankEndpoint())
+    module, _, when = way.partition(":")
+    cls = {"llama_index": _adapters()[0], "langchain": _adapters()[1]}[module]
+    if when == "assigned":
+        adapter = cls(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+        setattr(adapter, cls._KEY_FIELD, key)  # api_key, or LangChain's together_api_key
+        return adapter
+    if when == "env":
+        monkeypatch.setenv("TOGETHER_API_KEY", key)
+        return cls(transport=LexicalRerankEndpoint())
+    return cls(api_key=key, transport=LexicalRerankEndpoint())
+
+
+KEY_WAYS = [*WAYS, "llama_index:env", "langchain:env"]
+
+
+@pytest.mark.parametrize("way", KEY_WAYS)
+@pytest.mark.parametrize("key", list(BAD_KEYS), ids=list(BAD_KEYS.values()))
+def test_a_key_http_cannot_carry_is_refused_at_construction_without_showing_it(
+    key: str, way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    err = _refused(lambda: _key_way(way, key, monkeypatch))
+    message = str(err)
+    assert BAD_KEYS[key] in message, message
+    assert "position" in message
+    assert ("TOGETHER_API_KEY" if "env" in way else "api_key") in message
+    shown = _shows(err)
+    assert not any(part in shown for part in _key_parts(key)), shown
+
+
+def test_an_assigned_bad_key_changes_nothing() -> None:
+    from together_rerank_plugins.llama_index import TogetherRerank
+
+    rerank = TogetherRerank(api_key=TEST_KEY, transport=LexicalRerankEndpoint(), top_n=1)
+    with pytest.raises(trp.RerankConfigError):
+        rerank.api_key = "\ufeff" + KEY
+    assert rerank.api_key is not None
+    assert rerank.api_key.get_secret_value() == TEST_KEY
+    assert rerank.client._sdk.settings.api_key == TEST_KEY
+
+
+def test_the_position_is_said_from_the_key_as_given() -> None:
+    err = _refused(lambda: RerankClient(api_key="\ufeff" + KEY))
+    assert "position 0" in str(err)
+    assert "utf-8-sig" in str(err)  # how to read such a file
+    err = _refused(lambda: RerankClient(api_key=KEY[:10] + "\u00e9" + KEY[10:]))
+    assert "position 10" in str(err)
+    assert "\u00e9" not in str(err)  # a visible character of the value is never shown
+
+
+@pytest.mark.parametrize("padding", ["\n", "\r\n", " ", "\t", "\u00a0"])
+def test_whitespace_around_a_key_from_a_file_is_stripped(padding: str) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
+
+    client = RerankClient(api_key=padding + KEY + padding, transport=httpx.MockTransport(handler))
+    client.rerank("q", ["a"])
+    assert seen == [f"Bearer {KEY}"]
+
+
+HEADER_SECRET = "gw-token-7d1e9c3b5a-do-not-leak"
+
+
+@pytest.mark.parametrize(
+    ("value", "word"),
+    [
+        ("\ufeff" + HEADER_SECRET, "byte-order mark"),
+        (HEADER_SECRET[:6] + "\u00fc" + HEADER_SECRET[6:], "non-ASCII"),
+        (HEADER_SECRET[:6] + "\x00" + HEADER_SECRET[6:], "control"),
+    ],
+    ids=["bom", "non-ascii", "control"],
+)
+@pytest.mark.parametrize("way", ["core", "llama_index", "langchain", "llama_index:assigned"])
+def test_a_header_value_http_cannot_carry_is_refused_naming_the_header(
+    value: str, word: str, way: str
+) -> None:
+    headers = {"X-Gateway-Token": value}
+
+    def build() -> Any:
+        if way == "core":
+            return RerankClient(api_key=TEST_KEY, default_headers=headers)
+        module, _, when = way.partition(":")
+        cls = {"llama_index": _adapters()[0], "langchain": _adapters()[1]}[module]
+        if when == "assigned":
+            adapter = cls(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+            adapter.default_headers = headers
+            return adapter
+        return cls(api_key=TEST_KEY, default_headers=headers)
+
+    err = _refused(build)
+    assert "X-Gateway-Token" in str(err)
+    assert word in str(err)
+    assert "position" in str(err)
+    assert not any(part in _shows(err) for part in _key_parts(value))
+
+
+def test_a_header_value_read_from_a_file_loses_its_newline() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["x-gateway-token"])
+        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
+
+    client = RerankClient(
+        api_key=TEST_KEY,
+        default_headers={"X-Gateway-Token": HEADER_SECRET + "\n"},
+        transport=httpx.MockTransport(handler),
+    )
+    client.rerank("q", ["a"])
+    assert seen == [HEADER_SECRET]
+
+
+def test_a_bad_key_never_reaches_a_call_that_fallback_would_miss() -> None:
+    # before: accepted here, then every call raised a raw UnicodeEncodeError holding the key
+    err = _refused(
+        lambda: RerankClient(
+            api_key="\ufeff" + KEY, on_error="fallback", transport=LexicalRerankEndpoint()
+        )
+    )
+    assert isinstance(err, ValueError)
+
+
+def test_the_cli_reports_a_bad_key_on_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    docs = tmp_path / "docs.txt"
+    docs.write_text("Paris\nBerlin\n", encoding="utf-8")
+    monkeypatch.setenv("TOGETHER_API_KEY", "\ufeff" + KEY)
+    code = cli.main(["rerank", "capital", str(docs), "--base-url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert "TOGETHER_API_KEY" in err
+    assert not any(part in err for part in _key_parts(KEY))

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import RerankConfigError
-from ._extras import check_default_headers
+from ._extras import check_default_headers, check_header_text
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -433,6 +433,9 @@ def resolve_settings(
         raise RerankConfigError(
             f"The API key from {source} is empty: set {ENV_API_KEY} to your Together key."
         )
+    # surrounding whitespace (a key file's newline) is stripped; what HTTP cannot carry is
+    # refused here rather than failing every call with the key in the encoding error
+    key = check_header_text(key, f"The API key from {source}")
 
     from_env = base_url is None and bool(env.get(ENV_BASE_URL))
     raw_url = base_url if base_url is not None else env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
@@ -447,6 +450,6 @@ def resolve_settings(
         base_url=url,
         timeout=_validate_timeout(timeout),
         max_retries=_validate_max_retries(max_retries),
-        api_key=key.strip(),
+        api_key=key,
         default_headers=check_default_headers(default_headers),
     )

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
 from ._errors import RerankConfigError
 
-__all__ = ["DOCUMENTED_REQUEST_FIELDS", "check_default_headers", "check_extra_body"]
+__all__ = [
+    "DOCUMENTED_REQUEST_FIELDS",
+    "check_default_headers",
+    "check_extra_body",
+    "check_header_text",
+]
 
 #: The request properties of Together's documented ``/v1/rerank`` schema: the client sets
 #: them from its own arguments, so ``extra_body`` may not.
@@ -58,6 +64,55 @@ def check_extra_body(extra_body: Any) -> dict[str, Any] | None:
     return copy
 
 
+def _describe(char: str) -> tuple[str, str]:
+    """What a character HTTP cannot carry is, and what to do about it, without showing a
+    visible one (it may be a character of a secret): invisible ones are named by code
+    point, as that is how to find them."""
+    code = f"U+{ord(char):04X}"
+    if char == "\ufeff":
+        return (
+            f"a byte-order mark ({code})",
+            "the file it was read from was saved as 'UTF-8 with BOM': read it with "
+            "encoding='utf-8-sig', or save it without one",
+        )
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cs"):
+        return f"a control character ({code})", "delete it from the file or variable"
+    if category in ("Cf", "Zs", "Zl", "Zp"):
+        name = unicodedata.name(char, "")
+        return (
+            f"an invisible character ({code}{' ' + name if name else ''})",
+            "such characters come along when a key is copied from a web page or document; "
+            "delete it",
+        )
+    return (
+        "a non-ASCII character (not shown: it may be part of a secret)",
+        "fix the file or variable it comes from",
+    )
+
+
+def check_header_text(text: str, what: str) -> str:
+    """``text`` without surrounding whitespace (a key or token read from a file ends with a
+    newline; HTTP ignores whitespace around a header value anyway), or
+    :class:`RerankConfigError` for a character HTTP headers cannot carry: httpx sends them as
+    ASCII, so one would fail every request with a ``UnicodeEncodeError`` holding the whole
+    value. The error names ``what`` (the setting) and the position, never the value."""
+    stripped = text.strip()
+    if stripped.isascii() and stripped.isprintable():  # the common case, two C scans
+        return stripped
+    offset = len(text) - len(text.lstrip())
+    for i, char in enumerate(stripped):
+        if not (char.isascii() and (char.isprintable() or char == "\t")):
+            position = offset + i
+            where = "0 (its first character)" if position == 0 else f"{position} (from 0)"
+            found, fix = _describe(char)
+            raise RerankConfigError(
+                f"{what} has {found} at position {where}: {fix}. HTTP headers carry ASCII "
+                "only, so no request could be sent with it. (The value is not shown.)"
+            )
+    return stripped
+
+
 def check_default_headers(headers: Any) -> dict[str, str] | None:
     """Validate ``default_headers``: string names and values, none the SDK sets itself.
     Values are never quoted in the errors (they may hold a gateway token)."""
@@ -77,9 +132,9 @@ def check_default_headers(headers: Any) -> dict[str, str] | None:
             raise RerankConfigError(
                 f"`default_headers` may not set {name!r}: the client sets it itself{hint}."
             )
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
+        if not isinstance(value, str) or "\r" in value.strip() or "\n" in value.strip():
             raise RerankConfigError(
                 f"`default_headers`: the value of {name!r} must be a single-line string."
             )
-        out[name] = value
+        out[name] = check_header_text(value, f"`default_headers`: the value of {name!r}")
     return out
