@@ -6,14 +6,17 @@ No sockets: the embedded lexical endpoint answers every request.
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from together_rerank_plugins import RerankConfigError
+from together_rerank_plugins import RerankClient, RerankConfigError
 from together_rerank_plugins.langchain import RELEVANCE_SCORE_KEY
 from together_rerank_plugins.langchain import TogetherRerank as LangChainRerank
 from together_rerank_plugins.llama_index import TogetherRerank as LlamaIndexRerank
@@ -211,3 +214,148 @@ def test_with_options_works_inside_a_retriever() -> None:
     out = retriever.invoke(QUERY)
     assert [(d.id, d.metadata[RELEVANCE_SCORE_KEY]) for d in out] == expected(2)
     assert shared.top_n == 5
+
+
+# -- settings changed in place (issue 16, defect 8) ---------------------------------------
+class Spy:
+    """The lexical endpoint, remembering each request's body and headers."""
+
+    def __init__(self) -> None:
+        self.endpoint = LexicalRerankEndpoint()
+        self.headers: list[dict[str, str]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.headers.append(dict(request.headers))
+        return self.endpoint.handle_request(request)
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handler)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.endpoint.requests[-1]
+
+
+IN_PLACE: list[tuple[str, Callable[[Any], Any]]] = [
+    ("set", lambda m: m.__setitem__("instruction", "new")),
+    ("del", lambda m: m.__delitem__("instruction")),
+    ("update", lambda m: m.update(instruction="new")),
+    ("pop", lambda m: m.pop("instruction")),
+    ("setdefault", lambda m: m.setdefault("other", "new")),
+    ("clear", lambda m: m.clear()),
+    ("nested", lambda m: m["options"].__setitem__("k", 2)),
+    ("nested-list", lambda m: m["options"]["tags"].append("new")),
+]
+
+
+@ids
+@pytest.mark.parametrize("change", [c for _, c in IN_PLACE], ids=[n for n, _ in IN_PLACE])
+def test_extra_body_changed_in_place_is_refused_not_shown_without_being_sent(
+    adapter: type, change: Callable[[Any], Any]
+) -> None:
+    spy = Spy()
+    body = {"instruction": "old", "options": {"k": 1, "tags": ["a"]}}
+    rerank = adapter(api_key=TEST_KEY, transport=spy.transport, extra_body=body)
+    with pytest.raises(TypeError, match="extra_body"):
+        change(rerank.extra_body)
+    run(rerank, items(adapter))
+    assert {k: spy.body[k] for k in body} == body  # what is sent...
+    assert rerank.model_dump()["extra_body"] == body  # ...is what is shown
+    assert rerank.extra_body == body
+
+
+@ids
+def test_the_callers_own_extra_body_changed_later_changes_neither(adapter: type) -> None:
+    spy = Spy()
+    options = {"k": 1}
+    rerank = adapter(api_key=TEST_KEY, transport=spy.transport, extra_body={"options": options})
+    options["k"] = 2  # the caller's dict, not the adapter's
+    run(rerank, items(adapter))
+    assert spy.body["options"] == {"k": 1}
+    assert rerank.extra_body == {"options": {"k": 1}}
+
+
+@ids
+def test_extra_body_assigned_is_applied(adapter: type) -> None:
+    spy = Spy()
+    rerank = adapter(api_key=TEST_KEY, transport=spy.transport, extra_body={"instruction": "old"})
+    rerank.extra_body = {**rerank.extra_body, "instruction": "new"}
+    run(rerank, items(adapter))
+    assert spy.body["instruction"] == "new"
+    assert rerank.model_dump()["extra_body"] == {"instruction": "new"}
+
+
+@ids
+def test_default_headers_changed_in_place_are_refused_and_assigned_ones_applied(
+    adapter: type,
+) -> None:
+    spy = Spy()
+    rerank = adapter(api_key=TEST_KEY, transport=spy.transport, default_headers={"X-Route": "a"})
+    with pytest.raises(TypeError, match="default_headers"):
+        rerank.default_headers["X-Route"] = "b"
+    run(rerank, items(adapter))
+    assert spy.headers[-1]["x-route"] == "a"
+    assert rerank.default_headers == {"X-Route": "a"}
+    rerank.default_headers = {"X-Route": "b"}
+    run(rerank, items(adapter))
+    assert spy.headers[-1]["x-route"] == "b"
+
+
+@ids
+def test_rank_fields_are_not_shared_with_copies_or_the_caller(adapter: type) -> None:
+    fields = ["title", "text"]
+    rerank = adapter(api_key=TEST_KEY, transport=LexicalRerankEndpoint(), rank_fields=fields)
+    copy = rerank.with_options(top_n=1)
+    with pytest.raises(TypeError, match="rank_fields"):
+        copy.rank_fields.append("author")  # would have changed `rerank` too
+    fields.append("author")  # the caller's list
+    assert rerank.rank_fields == ["title", "text"]
+    assert copy.with_options(rank_fields=fields).rank_fields == ["title", "text", "author"]
+
+
+@ids
+def test_settings_with_read_only_values_still_pickle_copy_and_serialise(
+    adapter: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+    import pickle
+
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)  # a pickle never holds the key
+
+    rerank = adapter(
+        api_key=TEST_KEY,
+        transport=LexicalRerankEndpoint(),
+        extra_body={"instruction": "x", "options": {"tags": ["a"]}},
+        rank_fields=["text"],
+    )
+    dumped = rerank.model_dump()
+    assert dumped["extra_body"] == {"instruction": "x", "options": {"tags": ["a"]}}
+    assert json.loads(rerank.model_dump_json())["rank_fields"] == ["text"]
+    deep = copy.deepcopy(rerank)
+    assert deep.extra_body == rerank.extra_body
+    assert deep.rank_fields == ["text"]
+    back = pickle.loads(pickle.dumps(rerank.with_options(top_n=2)))
+    assert back.extra_body == rerank.extra_body
+    assert back.rank_fields == ["text"]
+    with pytest.raises(TypeError):
+        back.extra_body["options"]["tags"].append("b")
+
+
+def test_the_core_client_refuses_changes_it_would_not_apply() -> None:
+    client = RerankClient(
+        api_key=TEST_KEY, transport=LexicalRerankEndpoint(), extra_body={"instruction": "x"}
+    )
+    assert client.extra_body == {"instruction": "x"}
+    with pytest.raises(TypeError, match="extra_body"):
+        client.extra_body["instruction"] = "y"  # type: ignore[index]
+    for name, value in [
+        ("cache", True),  # the store in use would stay the old one
+        ("tokenizer", len),  # the cache keys would still name the old tokenizer
+        ("max_batch_size", 2),
+        ("deadline", 1.0),
+    ]:
+        with pytest.raises(AttributeError, match=name):
+            setattr(client, name, value)
+    assert client.with_deadline(1.0).deadline == 1.0  # the supported way, still cheap
+    assert client.deadline is None

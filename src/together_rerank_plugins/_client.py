@@ -42,7 +42,7 @@ from ._errors import (
     needs_fix,
     scrub_error,
 )
-from ._extras import check_extra_body
+from ._extras import check_extra_body, read_only
 from ._inputs import CallSpec, Document, validate_call
 from ._longdocs import ESTIMATE_MAX_PER_CHAR, LONG_DOCUMENT_POLICIES, estimate_tokens
 from ._plan import CallPlan, PlanOptions
@@ -172,7 +172,9 @@ class RerankClient:
             default_headers=default_headers,
         )
         self._model_family = resolve_model_family(model_family, settings.model)
-        self._extra_body = check_extra_body(extra_body)
+        self._extra_body: dict[str, Any] | None = read_only(
+            check_extra_body(extra_body), "extra_body"
+        )
         limits = model_limits(settings.model, self._model_family)
         if long_documents not in LONG_DOCUMENT_POLICIES:
             raise RerankConfigError(
@@ -233,6 +235,20 @@ class RerankClient:
         self._store = GuardedStore(self.cache) if self.cache is not None else None
         if self._model_family is None and (max_batch_size is None or max_tokens_per_doc is None):
             note_assumed_family(settings.model, limits)
+        self._sealed = True  # from here on, settings are read-only (see __setattr__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Settings are fixed at construction: the client is shared across threads, and
+        several settings shape what it derived from them (the store in use, the cache keys'
+        tokenizer id, breaker checks), so a changed one would be shown but not applied."""
+        if not name.startswith("_") and self.__dict__.get("_sealed"):
+            raise AttributeError(
+                f"RerankClient settings are fixed at construction, `{name}` included: build "
+                f"a new RerankClient with {name}=..., or use with_deadline() for another "
+                "deadline (cheap: it shares connections and cache). The adapters' settings "
+                "can be assigned: they rebuild their client."
+            )
+        object.__setattr__(self, name, value)
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -252,8 +268,8 @@ class RerankClient:
 
     @property
     def extra_body(self) -> dict[str, Any] | None:
-        """A copy of the fields merged into every request body (``None``: none)."""
-        return None if self._extra_body is None else dict(self._extra_body)
+        """The fields merged into every request body (``None``: none), read-only."""
+        return self._extra_body
 
     @property
     def timeout(self) -> float | None:
@@ -289,7 +305,7 @@ class RerankClient:
         connections and cache (cheap: use one per call)."""
         clone = object.__new__(RerankClient)
         clone.__dict__.update(self.__dict__)
-        clone.deadline = validate_deadline(deadline)
+        clone.__dict__["deadline"] = validate_deadline(deadline)  # settings are read-only
         return clone
 
     def __copy__(self) -> RerankClient:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn
 
 from ._errors import RerankConfigError
 
@@ -22,6 +22,7 @@ __all__ = [
     "check_default_headers",
     "check_extra_body",
     "check_header_text",
+    "read_only",
 ]
 
 #: The request properties of Together's documented ``/v1/rerank`` schema: the client sets
@@ -138,3 +139,111 @@ def check_default_headers(headers: Any) -> dict[str, str] | None:
             )
         out[name] = check_header_text(value, f"`default_headers`: the value of {name!r}")
     return out
+
+
+# -- settings that cannot be changed in place -----------------------------------------------
+def _refuse(name: str) -> NoReturn:
+    raise TypeError(
+        f"`{name}` cannot be changed in place: the value shown must be the value sent. Assign "
+        f"a new one to the adapter (`rerank.{name} = ...`, applied from the next call) or use "
+        f"`with_options({name}=...)`; a RerankClient's settings are fixed: build a new one."
+    )
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """A setting's mapping (``extra_body``, ``default_headers``) that refuses changes in
+    place, which would show a value that is not sent. A ``dict`` still: JSON, pydantic,
+    ``==`` and ``**`` see one."""
+
+    __slots__ = ("_setting",)
+
+    def __init__(self, items: Mapping[str, Any], setting: str) -> None:
+        super().__init__(items)
+        self._setting = setting
+
+    def __reduce__(self) -> Any:  # pickle and copy rebuild it whole, not item by item
+        return (type(self), (dict(self), self._setting))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _refuse(self._setting)
+
+    def __delitem__(self, key: Any) -> None:
+        _refuse(self._setting)
+
+    def __ior__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        _refuse(self._setting)
+
+    def clear(self) -> None:
+        _refuse(self._setting)
+
+    def pop(self, *args: Any) -> Any:
+        _refuse(self._setting)
+
+    def popitem(self) -> Any:
+        _refuse(self._setting)
+
+    def setdefault(self, *args: Any) -> Any:
+        _refuse(self._setting)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        _refuse(self._setting)
+
+
+class ReadOnlyList(list[Any]):
+    """A setting's list (``rank_fields``, a list inside ``extra_body``) that refuses changes
+    in place. A ``list`` still, for JSON, pydantic and ``==``."""
+
+    __slots__ = ("_setting",)
+
+    def __init__(self, items: Iterable[Any], setting: str) -> None:
+        super().__init__(items)
+        self._setting = setting
+
+    def __reduce__(self) -> Any:
+        return (type(self), (list(self), self._setting))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        _refuse(self._setting)
+
+    def __delitem__(self, index: Any) -> None:
+        _refuse(self._setting)
+
+    def __iadd__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        _refuse(self._setting)
+
+    def __imul__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        _refuse(self._setting)
+
+    def append(self, value: Any) -> None:
+        _refuse(self._setting)
+
+    def extend(self, values: Any) -> None:
+        _refuse(self._setting)
+
+    def insert(self, index: Any, value: Any) -> None:
+        _refuse(self._setting)
+
+    def remove(self, value: Any) -> None:
+        _refuse(self._setting)
+
+    def pop(self, *args: Any) -> Any:
+        _refuse(self._setting)
+
+    def clear(self) -> None:
+        _refuse(self._setting)
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        _refuse(self._setting)
+
+    def reverse(self) -> None:
+        _refuse(self._setting)
+
+
+def read_only(value: Any, setting: str) -> Any:
+    """``value`` with every mapping and list in it, at any depth, made read-only (copies:
+    the caller's objects are left as they are)."""
+    if isinstance(value, Mapping):
+        return ReadOnlyDict({k: read_only(v, setting) for k, v in value.items()}, setting)
+    if isinstance(value, (list, tuple)):
+        return ReadOnlyList((read_only(v, setting) for v in value), setting)
+    return value

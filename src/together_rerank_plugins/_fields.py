@@ -25,6 +25,7 @@ from ._config import (
     validate_top_n,
 )
 from ._errors import RerankConfigError, RerankInputError
+from ._extras import read_only
 from ._inputs import check_rank_fields
 
 __all__ = ["UNSET", "RerankFields"]
@@ -248,6 +249,12 @@ class RerankFields(BaseModel):
         # the endpoint actually used (credentials in base_url redacted, like the key).
         self.__dict__["model"] = self._client.model
         self.__dict__["base_url"] = self._client.base_url
+        # Mappings and lists are what the client sends, read-only: changed in place, they
+        # would show a value that is not sent (assigning a new one is applied, see __setattr__)
+        self.__dict__["extra_body"] = self._client.extra_body
+        headers = self._client._sdk.settings.default_headers
+        self.__dict__["default_headers"] = read_only(headers, "default_headers")
+        self.__dict__["rank_fields"] = read_only(self.rank_fields, "rank_fields")
         if self.model_family is not None or os.environ.get(ENV_MODEL_FAMILY):
             self.__dict__["model_family"] = self._client.model_family  # as configured
 
@@ -297,6 +304,8 @@ class RerankFields(BaseModel):
                 overrides.get("rank_fields", self.rank_fields),
             )
             clone = self.model_copy(update=overrides)  # shares the private client
+            if "rank_fields" in overrides:  # not shared with the caller's list
+                clone.__dict__["rank_fields"] = read_only(clone.rank_fields, "rank_fields")
             if "deadline" in overrides:
                 clone._client = self._client.with_deadline(overrides["deadline"])
                 clone.__dict__["deadline"] = clone._client.deadline
