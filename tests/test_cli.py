@@ -525,3 +525,33 @@ def test_docs_cli_shell_blocks_run_in_order_as_written(tmp_path: Path) -> None:
     sample = text.split("## `batch`", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
     out_lines = (tmp_path / "out.jsonl").read_text().splitlines(keepends=True)
     assert sample in out_lines
+
+
+# -- text that is not valid Unicode (issue 16, defect 7) -------------------------------------
+LONE = "\ud83d"  # half of an emoji's UTF-16 pair, as JSON can carry it ("\ud83d")
+
+
+@pytest.mark.parametrize("flag", [["--field", "text"], ["--rank-fields", "text"]])
+@pytest.mark.parametrize("as_json", [True, False])
+def test_rerank_prints_documents_and_queries_with_lone_surrogates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: list[str], as_json: bool
+) -> None:
+    texts = [f"Paris is the capital of France {LONE}", "Bananas are yellow."]
+    docs_file = tmp_path / "docs.jsonl"
+    docs_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    query = f"capital of France {LONE}"  # e.g. a shell argument that is not UTF-8
+    argv = ["rerank", "--offline", query, str(docs_file), *flag]
+    code, out, err = run_cli([*argv, "--json"] if as_json else argv, capsys)
+    assert code == 0, err
+    expected = expected_order(query, texts)
+    if as_json:
+        result = json.loads(out)  # valid JSON, the text exactly as given
+        assert result["query"] == query
+        got = [(r["index"], r["relevance_score"]) for r in result["results"]]
+        assert got == expected
+        documents = [r["document"] for r in result["results"]]
+        sent = [{"text": texts[i]} if flag[0] == "--rank-fields" else texts[i] for i, _ in got]
+        assert documents == sent
+    else:
+        assert [(r[2] - 1, r[1]) for r in table_rows(out)] == expected
+        assert "\\ud83d" in out  # shown, as an escape

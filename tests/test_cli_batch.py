@@ -520,3 +520,60 @@ def test_unusable_output_paths_fail_before_any_row_is_sent(
     assert message in err
     assert "Traceback" not in err
     assert endpoint.requests == []
+
+
+# -- text that is not valid Unicode (issue 16, defect 7) -------------------------------------
+LONE = "\ud83d"  # half of an emoji's UTF-16 pair, as JSON can carry it ("\ud83d")
+
+
+def surrogate_rows() -> list[dict[str, object]]:
+    return [
+        {"id": "in-a-document", "query": "capital", "documents": [f"Paris capital {LONE}", "Rome"]},
+        {"id": "in-the-query", "query": f"capital {LONE}", "documents": ["Paris capital", "Rome"]},
+        {"id": f"in-the-id-{LONE}", "query": "capital", "documents": ["Paris capital", "Rome"]},
+        # a row the library cannot send (strings and mappings mixed): the errors file, with
+        # its id, which holds a lone surrogate too
+        {"id": f"unsendable-{LONE}", "query": "capital", "documents": ["a", {"text": "b"}]},
+        {"id": "plain", "query": "capital", "documents": ["Paris capital", "Rome"]},
+    ]
+
+
+@pytest.mark.parametrize("with_documents", [True, False])
+def test_rows_with_lone_surrogates_are_written_recorded_and_resumed(
+    files: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str], with_documents: bool
+) -> None:
+    in_path, out_path, err_path = files
+    rows = surrogate_rows()
+    write_rows(in_path, rows)  # json.dumps writes the surrogates as \ud83d escapes
+    argv = ["batch", "--offline", str(in_path), str(out_path)]
+    argv += ["--with-documents"] if with_documents else []
+    code, out, err = run_cli(argv, capsys)
+    assert code == 1, err  # one row failed, and says so; no traceback
+    assert "Traceback" not in err
+    assert "4 written, 1 failed" in out
+    records = {r["id"]: r for r in read_out(out_path)}
+    assert set(records) == {"in-a-document", "in-the-query", f"in-the-id-{LONE}", "plain"}
+    reference = RerankClient(api_key="x", transport=LexicalRerankEndpoint())
+    for row in rows[:3]:
+        record = records[row["id"]]
+        expected = reference.rerank(row["query"], row["documents"])  # type: ignore[arg-type]
+        got = record["results"]
+        assert [(r["index"], r["relevance_score"]) for r in got] == [  # type: ignore[attr-defined]
+            (r.index, r.relevance_score) for r in expected
+        ]
+        if with_documents:  # copied exactly as IN has it
+            docs = row["documents"]
+            assert [r["document"] for r in got] == [docs[r.index] for r in expected]  # type: ignore[attr-defined,index]
+    (failed,) = read_out(err_path)
+    assert failed["id"] == f"unsendable-{LONE}"
+    assert failed["error"]["type"] == "RerankInputError"  # type: ignore[index]
+
+    before = out_path.read_bytes()
+    code, out, _ = run_cli(argv, capsys)  # a re-run resumes: nothing left but the failed row
+    assert code == 1
+    assert "4 already in" in out
+    assert "0 to do" in out
+    assert out_path.read_bytes() == before
+    code, out, _ = run_cli([*argv, "--retry-failed"], capsys)
+    assert "retrying 1 failed" in out
+    assert [r["id"] for r in read_out(err_path)] == [f"unsendable-{LONE}"]  # compacted

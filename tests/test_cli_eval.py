@@ -13,7 +13,9 @@ import csv
 import io
 import json
 import math
+import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -439,3 +441,48 @@ def test_plot_zooms_to_the_data_and_shows_the_gain() -> None:
         legend = ax.get_legend()
         for text in [*ax.texts, *(legend.get_texts() if legend else [])]:
             assert text.get_fontsize() >= 9
+
+
+# -- text that is not valid Unicode (issue 16, defect 7) -------------------------------------
+def _copy_with(tmp_path: Path, edit: str) -> Path:
+    """eval_tiny with a lone surrogate added to the first corpus entry's ``edit`` field and
+    to the first query's text."""
+    folder = tmp_path / "data"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "qrels" / "test.tsv").write_bytes((DATA / "qrels" / "test.tsv").read_bytes())
+    for name, field in (("corpus.jsonl", edit), ("queries.jsonl", "text")):
+        lines = (DATA / name).read_text(encoding="utf-8").splitlines()
+        first = json.loads(lines[0])
+        first[field] = str(first[field]) + "\ud83d"
+        lines[0] = json.dumps(first)  # written as the escape \ud83d
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_eval_ranks_texts_with_lone_surrogates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _copy_with(tmp_path, "text")
+    runs = tmp_path / "runs"
+    argv = ["eval", str(folder), "--offline", "--no-progress", "--save-runs", str(runs)]
+    code, out, err = run_cli([*argv, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["queries"] == 8
+
+
+def test_eval_refuses_an_id_that_is_not_valid_unicode_on_one_line(tmp_path: Path) -> None:
+    # a lone surrogate in an id crashed pytrec_eval's C code (a segmentation fault): run in a
+    # child process so that, were it to crash again, only the child would
+    folder = _copy_with(tmp_path, "_id")
+    command = [sys.executable, "-m", "together_rerank_plugins.cli", "eval", str(folder)]
+    done = subprocess.run(
+        [*command, "--offline", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "corpus.jsonl line 1" in done.stderr
+    assert '"_id"' in done.stderr

@@ -6,18 +6,21 @@ console-script wrapper. Neither imports the other for these.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from ._errors import RerankError
+from ._inputs import LONE_SURROGATE
 
 __all__ = [
     "OFFLINE_API_KEY",
     "OFFLINE_BASE_URL",
     "OFFLINE_MODEL",
     "error_line",
+    "json_line",
     "offline_client_options",
     "positive_int",
     "run_console",
@@ -68,12 +71,36 @@ def error_line(exc: BaseException) -> str:
     return f"error: {message}"
 
 
+def json_line(record: Any) -> str:
+    """``record`` as one line of JSON, non-ASCII text as is, except lone surrogates (text
+    that is not valid Unicode, which JSON can carry as ``"\\ud83d"`` but UTF-8 cannot encode):
+    written as the JSON escape, so the line can be written and reads back exactly."""
+    text = json.dumps(record, ensure_ascii=False)
+    if text.isascii() or not LONE_SURROGATE.search(text):
+        return text
+    # raw surrogates can only be inside JSON strings, where \uXXXX means that very character
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def run_console(main: Callable[[], int]) -> int:
-    """Run a console entry point; a reader that stops early (``| head``) is not an error trace."""
+    """Run a console entry point; a reader that stops early (``| head``) is not an error trace.
+
+    Standard output shows text that is not valid Unicode (a lone surrogate from a JSON
+    escape, a file name that is not UTF-8) as a backslash escape instead of failing with
+    ``UnicodeEncodeError`` (standard error already does).
+    """
+    stdout = sys.stdout
+    errors = getattr(stdout, "errors", None)
+    reconfigure = getattr(stdout, "reconfigure", None)
+    if errors == "strict" and callable(reconfigure):
+        reconfigure(errors="backslashreplace")
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
+    finally:
+        if errors == "strict" and callable(reconfigure):
+            reconfigure(errors="strict")  # as it was (main() may be called in process)
     return code

@@ -18,6 +18,7 @@ from ._config import validate_score_threshold, validate_top_n
 from ._errors import RerankInputError
 
 __all__ = [
+    "LONE_SURROGATE",
     "CallSpec",
     "Document",
     "canonical",
@@ -77,15 +78,17 @@ def structured_document(
     return doc
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+#: a lone surrogate: text that is not valid Unicode (half of a UTF-16 pair, or a byte
+#: decoded with ``surrogateescape``); JSON can carry one as an escape, UTF-8 cannot encode it
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
     """Replace lone surrogates (text decoded with ``surrogateescape``) by U+FFFD: they
     cannot be sent as UTF-8. The caller's objects keep their text; only what is sent changes."""
-    if text.isascii() or not _SURROGATE.search(text):  # isascii: a fast C scan
+    if text.isascii() or not LONE_SURROGATE.search(text):  # isascii: a fast C scan
         return text
-    return _SURROGATE.sub("\ufffd", text)
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 class _BadKey(Exception):

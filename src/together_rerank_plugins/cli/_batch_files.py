@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._console import json_line
 from ._common import UsageError, json_object
 
 __all__ = [
@@ -61,7 +62,7 @@ class JsonlAppender:
     def write(self, record: Mapping[str, Any]) -> None:
         if self._file is None:
             self._file = self.path.open("a", encoding="utf-8", newline="\n")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.write(json_line(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -141,7 +142,7 @@ def compact_errors(path: Path, done: set[str]) -> int:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="\n") as f:
         for record in left.values():
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json_line(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

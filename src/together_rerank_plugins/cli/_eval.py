@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import RerankClient
+from .._console import json_line
 from ._common import (
     Mode,
     UsageError,
@@ -399,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         result = report.as_json()
         result["plot"] = args.plot
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_line(result))
     else:
         print()
         print_table(report)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._inputs import LONE_SURROGATE
 from ._common import UsageError, json_object, missing_extra
 
 __all__ = ["Dataset", "bm25_first_stage", "load_beir", "read_trec_run", "run_file_first_stage"]
@@ -35,6 +36,14 @@ def _jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
                 obj = json_object(line, f"{path} line {number}")
                 if "_id" not in obj:
                     raise UsageError(f'{path} line {number}: expected an object with "_id"')
+                if not str(obj["_id"]).isascii() and LONE_SURROGATE.search(str(obj["_id"])):
+                    # pytrec_eval (C) crashes the process on such an id; texts are fine (the
+                    # library sends them with U+FFFD), but an id must match the qrels as is
+                    raise UsageError(
+                        f'{path} line {number}: "_id" holds a lone surrogate (a \\ud800-'
+                        "\\udfff escape that is half of a character), which is not valid "
+                        "Unicode: fix the id"
+                    )
                 yield number, obj
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path} is not UTF-8 text ({exc.reason})") from None

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .._console import json_line
 from ._common import (
     UsageError,
     add_config_flags,
@@ -202,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             "results": rows,
             "usage": usage_json(results),
         }
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_line(out))
         return 0
 
     kept = f"{len(rows)} of {len(docs)}"
