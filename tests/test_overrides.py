@@ -315,6 +315,18 @@ def test_rank_fields_are_not_shared_with_copies_or_the_caller(adapter: type) -> 
 
 
 @ids
+def test_the_failover_list_is_the_one_used(adapter: type) -> None:
+    backup = RerankClient(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    given = [backup]
+    rerank = adapter(api_key=TEST_KEY, transport=LexicalRerankEndpoint(), failover=given)
+    given.append(backup)  # the caller's list, changed later
+    assert list(rerank.failover) == [backup]
+    with pytest.raises(TypeError, match="failover"):
+        rerank.failover.append(backup)  # would be shown, never tried
+    assert rerank.client.failover == (backup,)
+
+
+@ids
 def test_settings_with_read_only_values_still_pickle_copy_and_serialise(
     adapter: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:

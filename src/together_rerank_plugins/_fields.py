@@ -255,6 +255,7 @@ class RerankFields(BaseModel):
         headers = self._client._sdk.settings.default_headers
         self.__dict__["default_headers"] = read_only(headers, "default_headers")
         self.__dict__["rank_fields"] = read_only(self.rank_fields, "rank_fields")
+        self.__dict__["failover"] = read_only(self._client.failover, "failover")
         if self.model_family is not None or os.environ.get(ENV_MODEL_FAMILY):
             self.__dict__["model_family"] = self._client.model_family  # as configured
 
