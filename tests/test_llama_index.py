@@ -395,14 +395,12 @@ async def test_output_is_new_nodes_and_inputs_are_untouched(
         src = nodes[int(o.node.node_id.split("-")[1])]
         assert o.node.get_content(MetadataMode.NONE) == src.node.get_content(MetadataMode.NONE)
         assert o.node.metadata["source"] == src.node.metadata["source"]
-        if src.score is None:
-            assert RETRIEVAL_SCORE_KEY not in o.node.metadata
-        else:
-            assert o.node is not src.node
-            assert o.node.metadata[RETRIEVAL_SCORE_KEY] == src.score
-            assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.LLM)
-            assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.EMBED)
-            assert RETRIEVAL_SCORE_KEY in o.node.get_content(MetadataMode.ALL)
+        # always present (None without a retrieval score), never in LLM or embedding text
+        assert o.node is not src.node
+        assert o.node.metadata[RETRIEVAL_SCORE_KEY] == src.score
+        assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.LLM)
+        assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.EMBED)
+        assert RETRIEVAL_SCORE_KEY in o.node.get_content(MetadataMode.ALL)
 
 
 def test_retrieval_score_key_not_duplicated_in_exclusions(

@@ -65,7 +65,9 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     The text sent for each node is ``node.get_content(metadata_mode=metadata_mode)``. The
     returned nodes are new ``NodeWithScore`` objects whose ``score`` is the relevance score;
     the node copies keep their ``id_`` and metadata, plus the retrieval score under
-    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text), and, when a
+    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text; ``None`` when the
+    retriever gave none). On an ``on_error="fallback"`` answer ``score`` stays the retrieval
+    score and ``metadata["rerank_fallback"]`` is True (excluded too); when a
     ``failover=`` endpoint scored them, ``metadata["rerank_served_by"]`` (excluded too).
     The caller's nodes are never modified.
 
@@ -140,7 +142,9 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         for r in results:
             original = nodes[r.index]
             node = original.node
-            extra = {} if original.score is None else {RETRIEVAL_SCORE_KEY: original.score}
+            # always set (None when the retriever gave no score): code reading the key
+            # never meets a KeyError, whichever retriever and whether or not it fell back
+            extra = {RETRIEVAL_SCORE_KEY: original.score}
             metadata = results.stamp(node.metadata, extra)  # always a copy
             hidden = [k for k in metadata if k not in node.metadata]
             update: dict[str, Any] = {"metadata": metadata}
