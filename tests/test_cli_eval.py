@@ -25,6 +25,8 @@ from together_rerank_plugins.cli import _eval
 from together_rerank_plugins.cli._common import Mode
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
+from .conftest import anonymous
+
 DATA = Path(__file__).parent / "data" / "eval_tiny"
 MEASURES = ["nDCG@10", "RR@10", "R@10"]
 
@@ -301,7 +303,7 @@ def test_eval_against_a_loopback_server(
     endpoint = LexicalRerankEndpoint(api_keys={"dummy"})
     plot = tmp_path / "plot.png"
     monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
-    with serve_loopback(endpoint) as url:
+    with serve_loopback(anonymous(endpoint)) as url:
         argv = ["eval", str(DATA), "--base-url", url, "--candidates", "5,10", "--plot", str(plot)]
         code, out, err = run_cli(argv, capsys)
     assert code == 0, err

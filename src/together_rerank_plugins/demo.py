@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._client import RerankClient
-from ._console import error_line, offline_client_options, positive_int, run_console
+from ._console import (
+    error_line,
+    is_test_endpoint,
+    offline_client_options,
+    positive_int,
+    run_console,
+    test_endpoint_line,
+)
 from ._demo_pipelines import (
     DEFAULT_TOP_N,
     FIRST_STAGE_K,
@@ -195,7 +202,10 @@ def _mode(offline: bool) -> tuple[str, dict[str, Any]]:
     """The first output line and the rerankers' configuration."""
     if not offline and os.environ.get("TOGETHER_API_KEY", "").strip():
         with RerankClient() as client:  # resolves and validates the env configuration
-            header = f"mode: live — Together endpoint {client.base_url}, model {client.model}"
+            if is_test_endpoint(client._sdk.settings.base_url):
+                header = test_endpoint_line(client.base_url, client.model)
+            else:
+                header = f"mode: live — Together endpoint {client.base_url}, model {client.model}"
         return header, {}
     return OFFLINE_HEADER, offline_client_options()
 
