@@ -295,10 +295,7 @@ class TogetherCrossEncoder(_LangChainFields, BaseCrossEncoder):
 def _as_dicts(results: RerankResults) -> list[dict[str, Any]]:
     """langchain-cohere's shape; a fallback answer says so instead of carrying NaN scores."""
     flags = results.call_flags()
-    return [
-        {"index": r.index, RELEVANCE_SCORE_KEY: results.relevance(r)} | flags
-        for r in results
-    ]
+    return [{"index": r.index, RELEVANCE_SCORE_KEY: results.relevance(r)} | flags for r in results]
 
 
 def _group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:

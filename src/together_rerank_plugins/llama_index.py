@@ -100,6 +100,8 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         default=MetadataMode.EMBED, description="Which metadata is sent with each node's text."
     )
 
+    _REPR_EXTRA = ("metadata_mode",)
+
     @classmethod
     def class_name(cls) -> str:
         return "TogetherRerank"
