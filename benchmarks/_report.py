@@ -195,7 +195,7 @@ with the variants interleaved, so they are comparable even though absolute times
 ## Run it
 
 ```bash
-pip install -e ".[all]"          # the package with both adapters (no other dependency)
+pip install -e ".[all]"          # the package with both adapters (and the CLI, Redis client)
 python benchmarks/run.py          # prints the table, rewrites this file
 python benchmarks/run.py --quick  # a smoke run: fewer samples, prints only, timings not judged
 python benchmarks/run.py --only async,batching   # some sections: cache, redis, overhead,

@@ -328,7 +328,7 @@ def test_missing_cli_extra_is_one_line_with_the_fix(
     assert code == 1
     assert out == ""
     assert err.count("\n") == 1
-    assert 'pip install "together-rerank-plugins[cli]"' in err
+    assert '`pip install ".[cli]"` in your clone of together-rerank-plugins' in err
 
 
 # -- progress, plot format and picture (issue 12, items 8, 10, 11) ----------------------------

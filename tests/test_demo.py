@@ -120,7 +120,7 @@ def test_missing_framework_is_skipped_with_a_hint(
     monkeypatch.setattr(demo, "_installed", lambda module: module != "llama_index.core")
     assert demo.main(["--offline", "--questions", "1"]) == 0
     out = capsys.readouterr().out
-    assert "together-rerank-plugins[llama-index]" in out
+    assert 'run `pip install ".[llama-index]"` in your clone of together-rerank-plugins' in out
     assert "=== LlamaIndex" not in out
     assert "=== LangChain" in out
 

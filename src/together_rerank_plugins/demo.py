@@ -49,6 +49,7 @@ from ._demo_pipelines import (
     run_llama_index,
 )
 from ._errors import RerankError
+from ._install import install_hint
 
 __all__ = [
     "FIRST_STAGE_K",
@@ -233,10 +234,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = MODULE_PROG) -> int:
         results: dict[str, list[Comparison]] = {}
         for fw in _FRAMEWORKS:
             if not _installed(fw.module):
-                print(
-                    f"{fw.name}: skipped, not installed; run "
-                    f'`pip install "together-rerank-plugins[{fw.extra}]"` to include it.'
-                )
+                hint = install_hint(fw.extra)
+                print(f"{fw.name}: skipped, not installed; run {hint} to include it.")
                 continue
             print(f"=== {fw.name}: {fw.pipeline.format(k=FIRST_STAGE_K, n=args.top_n)} ===")
             print()
@@ -249,8 +248,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = MODULE_PROG) -> int:
         return 1
     if not results:
         print(
-            "error: neither LlamaIndex nor LangChain is installed; run `pip install "
-            '"together-rerank-plugins[all]"`.',
+            f"error: neither LlamaIndex nor LangChain is installed; run {install_hint('all')}.",
             file=sys.stderr,
         )
         return 1

@@ -24,9 +24,10 @@ try:
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.load.serializable import Serializable
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from ._install import install_hint
+
     raise ImportError(
-        "together_rerank_plugins.langchain needs langchain-core: run "
-        '`pip install "together-rerank-plugins[langchain]"`'
+        f"together_rerank_plugins.langchain needs langchain-core: run {install_hint('langchain')}"
     ) from exc
 
 from pydantic import ConfigDict, Field, SecretStr

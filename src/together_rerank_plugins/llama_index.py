@@ -30,9 +30,11 @@ try:
         TextNode,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from ._install import install_hint
+
     raise ImportError(
         "together_rerank_plugins.llama_index needs llama-index-core: run "
-        '`pip install "together-rerank-plugins[llama-index]"`'
+        f"{install_hint('llama-index')}"
     ) from exc
 
 from ._errors import RerankInputError

@@ -30,6 +30,7 @@ from .._console import (
     test_endpoint_line,
     whole_number,
 )
+from .._install import install_hint
 
 __all__ = [
     "OFFLINE_API_KEY",
@@ -90,9 +91,7 @@ def json_object(text: str, where: str) -> dict[str, Any]:
 
 
 def missing_extra(module: str) -> CliError:
-    return CliError(
-        f'this command needs the `{module}` package: pip install "together-rerank-plugins[cli]"'
-    )
+    return CliError(f"this command needs the `{module}` package: run {install_hint('cli')}")
 
 
 # -- argument types ------------------------------------------------------------------------
