@@ -10,6 +10,8 @@ LangChain document compressor.
 Importing this package imports neither framework nor the ``together`` SDK.
 """
 
+from typing import TYPE_CHECKING
+
 from ._breaker import CircuitBreaker
 from ._cache import InMemoryScoreStore, ScoreStore
 from ._client import RerankClient
@@ -47,17 +49,19 @@ _ADAPTER_NAMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """Point at the adapter modules instead of a bare "cannot import name"."""
-    where = _ADAPTER_NAMES.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # an ImportError (not AttributeError): `from ... import` shows this message only then
-    raise ImportError(
-        f"{name} is not in the together_rerank_plugins package itself, which imports no "
-        f"framework: use {where}.",
-        name=__name__,
-    )
+if not TYPE_CHECKING:  # type checkers keep reporting unknown names of this package
+
+    def __getattr__(name: str) -> object:
+        """Point at the adapter modules instead of a bare "cannot import name"."""
+        where = _ADAPTER_NAMES.get(name)
+        if where is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        # an ImportError (not AttributeError): `from ... import` shows this message only then
+        raise ImportError(
+            f"{name} is not in the together_rerank_plugins package itself, which imports no "
+            f"framework: use {where}.",
+            name=__name__,
+        )
 
 
 __all__ = [
