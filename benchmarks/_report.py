@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -44,18 +45,7 @@ def machine_facts(
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 0
-    try:
-        rev = (
-            subprocess.run(
-                ["git", "-C", str(repo), "describe", "--always", "--dirty"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-            or "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        rev = "unknown"
+    source = source_revision(repo)
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else ()
     load = (
         f"{load_start[0]:.2f} at start, {load_end[0]:.2f} at end (1-minute load average)"
@@ -67,12 +57,72 @@ def machine_facts(
         f"{' (--quick run)' if quick else ''}",
         f"machine: {os.cpu_count()} cores ({usable} usable), {cpu}; {platform.platform()}",
         f"load: {load}",
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"{sys.executable}",
+        # no interpreter path: it names the machine's directories, not the Python
+        f"Python {platform.python_version()} ({platform.python_implementation()})",
         "packages: " + ", ".join(f"{p} {version(p)}" for p in PACKAGES),
-        f"source: git {rev}",
+        f"source: {source}",
         f"run time: {elapsed:.0f} s",
     ]
+
+
+#: what the figures depend on: changes elsewhere (this results file, notes) do not matter
+MEASURED_PATHS = ["src", "benchmarks", "pyproject.toml"]
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def source_revision(repo: Path) -> str:
+    """``commit abc1234``: the code measured. Uncommitted changes to the measured code are
+    said in words (the figures then come from code no commit holds); changes to anything
+    else, such as the results file a previous run rewrote, are not the code measured."""
+    commit = _git(repo, "rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    if _git(repo, "status", "--porcelain", "--", *MEASURED_PATHS):
+        return f"commit {commit} with uncommitted changes to the measured code"
+    return f"commit {commit}"
+
+
+def run_time_sentence(elapsed: float) -> str:
+    """How long the run took, as measured, for the page's "Run it" section (the command
+    and the machine are shown with the results)."""
+    return (
+        f"The run reported below took {elapsed:.0f} s on the machine it describes\n"
+        "(a run's time depends on the machine and its load: see the results)."
+    )
+
+
+#: written by nobody's machine but the reader's: no absolute paths, home directories or
+#: interpreter locations; no references to the project's internal tracker
+_PRIVATE = re.compile(r"\b(?:issue|capability|item)s? #?\d+\b", re.IGNORECASE)
+
+
+def check_public(text: str, *, extra_paths: list[str] | None = None) -> None:
+    """Raise ``ValueError`` if ``text`` names a local path (this repository, the home
+    directory, the interpreter or its prefix) or an internal reference ("issue 3")."""
+    paths = [
+        str(Path(__file__).resolve().parent.parent),
+        str(Path.home()),
+        sys.executable,
+        sys.prefix,
+        sys.base_prefix,
+        *(extra_paths or []),
+    ]
+    found = [p for p in paths if len(p) > 1 and p in text]
+    found += [m.group(0) for m in _PRIVATE.finditer(text)]
+    found += re.findall(r"-dirty\b", text)
+    if found:
+        raise ValueError(
+            f"the report would publish local or internal details {sorted(set(found))}: "
+            "fix the text that produced them (a note, a fact) instead of publishing them"
+        )
 
 
 def table(rows: list[Row]) -> tuple[str, list[str]]:
@@ -137,7 +187,7 @@ def verdict(rows: list[Row]) -> list[str]:
 DOC_HEAD = """\
 # Performance
 
-Benchmarks of the speed and scale work (issue 3), measured against a loopback server with a
+Benchmarks of the package's speed and scale, measured against a loopback server with a
 set latency and a per-request document cap. Every figure below comes from one run of the
 command below on the machine described; **ratios are measured side by side in the same run**,
 with the variants interleaved, so they are comparable even though absolute times are not.
@@ -145,12 +195,14 @@ with the variants interleaved, so they are comparable even though absolute times
 ## Run it
 
 ```bash
-pip install -e ".[all]"          # the package with both adapters (no other dependency)
-python benchmarks/run.py          # about 2-3 minutes; prints the table, rewrites this file
-python benchmarks/run.py --quick  # ~1 min (52 s on 2 busy cores): a smoke run; timings not judged
+pip install -e ".[all]"          # the package with both adapters (and the CLI, Redis client)
+python benchmarks/run.py          # prints the table, rewrites this file
+python benchmarks/run.py --quick  # a smoke run: fewer samples, prints only, timings not judged
 python benchmarks/run.py --only async,batching   # some sections: cache, redis, overhead,
                                                   # async, batching, imports, production
 ```
+
+{run_time}
 
 The command starts its own server (`benchmarks/_server.py`, asyncio, in a separate process so
 it never competes with the client for the GIL) on 127.0.0.1 only, with one port per profile:
@@ -240,10 +292,11 @@ sent, documents counted, no thread on the async path), never wall-clock time.
 """
 
 
-def write_doc(path: Path, rows: list[Row], facts: list[str], argv: list[str]) -> None:
+def render_doc(rows: list[Row], facts: list[str], argv: list[str], elapsed: float) -> str:
+    """The text of ``docs/performance.md``; :func:`check_public` has passed on it."""
     text, notes = table(rows)
     parts = [
-        DOC_HEAD,
+        DOC_HEAD.replace("{run_time}", run_time_sentence(elapsed)),
         "## Results\n\n",
         "Command: `python " + " ".join(["benchmarks/run.py", *argv]).strip() + "`\n\n",
         "\n".join(f"- {f}" for f in facts) + "\n\n",
@@ -252,4 +305,12 @@ def write_doc(path: Path, rows: list[Row], facts: list[str], argv: list[str]) ->
         "\n".join(f"**{v}**" if v.startswith("MISSED") else v for v in verdict(rows)) + "\n\n",
         DOC_METHOD,
     ]
-    path.write_text("".join(parts), encoding="utf-8")
+    doc = "".join(parts)
+    check_public(doc)
+    return doc
+
+
+def write_doc(
+    path: Path, rows: list[Row], facts: list[str], argv: list[str], elapsed: float
+) -> None:
+    path.write_text(render_doc(rows, facts, argv, elapsed), encoding="utf-8")

@@ -5,8 +5,9 @@ Each measurement is a new interpreter (wall clock of the whole process, start-up
 allowed to use bytecode caches as an installed package would (see ``_env``); the four
 commands are interleaved round by round; medians are compared. One extra run of each
 with ``-X importtime`` explains the difference: which modules the adapter adds on top of the
-framework's, and their self time; it also checks capability 5 (the LangChain adapter loads
-neither LlamaIndex nor the ``together`` SDK, and vice versa).
+framework's, and their self time; it also checks that each adapter loads only its own
+framework (the LangChain adapter loads neither LlamaIndex nor the ``together`` SDK, and vice
+versa).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _explain(ours: str, base: str, name: str) -> list[str]:
         + (
             ", ".join(loaded)
             if loaded
-            else f"neither the `together` SDK nor {forbidden[1]} (capability 5)"
+            else f"neither the `together` SDK nor {forbidden[1]} (only its own framework)"
         ),
     ]
     return notes

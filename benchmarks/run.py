@@ -1,7 +1,7 @@
 """Run the benchmark suite: ``python benchmarks/run.py`` (``--quick`` for a smoke run).
 
 Starts a loopback rerank server in a separate process (``_server.py``), runs each section
-(``bench_*.py``), prints one table of ratios with pass/fail against the targets of issue 3,
+(``bench_*.py``), prints one table of ratios with pass/fail against their targets,
 and (for a full run) rewrites ``docs/performance.md`` with the same table and the machine's
 facts. See ``benchmarks/README.md`` and ``docs/performance.md``.
 """
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     full = not quick and set(sections) == set(SECTIONS)
     if not args.no_write and (full or args.write):
         passed_argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write"]
-        write_doc(args.output, rows, facts, passed_argv)
+        write_doc(args.output, rows, facts, passed_argv, elapsed)
         print(f"\nwrote {args.output}")
     return 0 if all(r.ok is not False for r in rows) else 1
 

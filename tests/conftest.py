@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
+from together_rerank_plugins.testing import (
+    TEST_ENDPOINT_HEADER,
+    LexicalRerankEndpoint,
+    serve_loopback,
+)
 
 TEST_KEY = "test-key-0123456789abcdef"  # not a real key; long enough to be scrubbed
 
@@ -33,6 +37,21 @@ def hanging() -> httpx.MockTransport:
 def malformed() -> httpx.MockTransport:
     """Answers 200 with a body cut in the middle of the JSON."""
     return httpx.MockTransport(lambda r: httpx.Response(200, content=b'{"results": [{"ind'))
+
+
+def anonymous(
+    handler: LexicalRerankEndpoint | Callable[[httpx.Request], httpx.Response],
+) -> Callable[[httpx.Request], httpx.Response]:
+    """``handler`` without the header by which the embedded endpoint names itself: served on
+    loopback, it stands in for a live server (the CLI and demo then say "mode: live")."""
+    handle = handler.handle if isinstance(handler, LexicalRerankEndpoint) else handler
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        response = handle(request)
+        response.headers.pop(TEST_ENDPOINT_HEADER, None)
+        return response
+
+    return answer
 
 
 # Read once, before `clean_env` hides them: only tests marked `live` may use these.

@@ -20,6 +20,8 @@ import pytest
 from together_rerank_plugins import RerankClient, cli
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
+from .conftest import anonymous
+
 DOCS = [
     "Berlin is the capital of Germany.",
     "Paris is the capital of France.",
@@ -252,7 +254,7 @@ def test_rerank_against_a_loopback_server(
     docs_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     endpoint = LexicalRerankEndpoint(api_keys={"dummy"}, models={"my-org/ranker", "flag/model"})
-    with serve_loopback(endpoint) as url:
+    with serve_loopback(anonymous(endpoint)) as url:
         monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
         monkeypatch.setenv("TOGETHER_RERANK_MODEL", "my-org/ranker")
         argv = ["rerank", QUERY, str(docs_file), "--base-url", url, "--top-n", "2"]
@@ -276,7 +278,7 @@ def test_rerank_api_key_flag_warns_and_refused_key_is_one_line(
     docs_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     endpoint = LexicalRerankEndpoint(api_keys={"the-right-key"})
-    with serve_loopback(endpoint) as url:
+    with serve_loopback(anonymous(endpoint)) as url:
         base = ["rerank", QUERY, str(docs_file), "--base-url", url, "--max-retries", "0"]
         code, out, err = run_cli([*base, "--api-key", "the-right-key"], capsys)
         assert code == 0, err
@@ -289,6 +291,30 @@ def test_rerank_api_key_flag_warns_and_refused_key_is_one_line(
     assert err.count("\n") == 2  # the --api-key warning, then the error
     assert "a-wrong-key-123" not in err + out
     assert "Traceback" not in err
+
+
+@pytest.mark.loopback
+def test_rerank_says_test_endpoint_when_the_environment_points_at_it(
+    docs_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m together_rerank_plugins.testing`'s exports: not "mode: live"."""
+    endpoint = LexicalRerankEndpoint()
+    with serve_loopback(endpoint) as url:
+        monkeypatch.setenv("TOGETHER_API_KEY", "placeholder")
+        monkeypatch.setenv("TOGETHER_BASE_URL", url)
+        code, out, err = run_cli(["rerank", QUERY, str(docs_file)], capsys)
+        assert code == 0, err
+        first = out.splitlines()[0]
+        assert first.startswith(
+            f"mode: test endpoint — the embedded lexical test endpoint at {url}"
+        )
+        assert "not LlamaRank" in first
+        code, out, err = run_cli(["rerank", QUERY, str(docs_file), "--json"], capsys)
+    assert code == 0, err
+    assert err.startswith("mode: test endpoint")
+    data = json.loads(out)
+    assert (data["offline"], data["test_endpoint"]) == (False, True)
+    assert len(endpoint.requests) == 2  # the identity check scored nothing
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -316,7 +342,7 @@ def test_demo_against_a_loopback_server(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     endpoint = LexicalRerankEndpoint(api_keys={"dummy"})
-    with serve_loopback(endpoint) as url:
+    with serve_loopback(anonymous(endpoint)) as url:
         monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
         monkeypatch.setenv("TOGETHER_BASE_URL", url)
         code, out, err = run_cli(["demo", "--questions", "1"], capsys)

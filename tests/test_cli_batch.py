@@ -26,6 +26,8 @@ import pytest
 from together_rerank_plugins import RerankClient, cli
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
+from .conftest import anonymous
+
 WORDS = ["apples", "pears", "plums", "figs", "dates", "limes", "kiwis", "grapes"]
 
 
@@ -310,7 +312,7 @@ def test_batch_loopback_bounded_concurrency(
                 in_flight[0] -= 1
 
     monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
-    with serve_loopback(counting) as url:
+    with serve_loopback(anonymous(counting)) as url:
         argv = ["batch", str(in_path), str(out_path), "--base-url", url, "--concurrency", "3"]
         code, out, err = run_cli(argv, capsys)
     assert code == 0, err
@@ -456,7 +458,7 @@ def test_ctrl_c_exits_cleanly_with_a_resume_hint(files: tuple[Path, Path, Path])
     rows = make_rows(40)
     write_rows(in_path, rows)
     endpoint = LexicalRerankEndpoint()
-    with serve_loopback(slow(endpoint, 0.03)) as url:
+    with serve_loopback(anonymous(slow(endpoint, 0.03))) as url:
         cmd = _command(in_path, out_path, url)
         env = cli_env(TOGETHER_API_KEY="dummy")
         proc = subprocess.Popen(

@@ -27,6 +27,8 @@ from together_rerank_plugins.cli import _eval
 from together_rerank_plugins.cli._common import Mode
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
+from .conftest import anonymous
+
 DATA = Path(__file__).parent / "data" / "eval_tiny"
 MEASURES = ["nDCG@10", "RR@10", "R@10"]
 
@@ -303,7 +305,7 @@ def test_eval_against_a_loopback_server(
     endpoint = LexicalRerankEndpoint(api_keys={"dummy"})
     plot = tmp_path / "plot.png"
     monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
-    with serve_loopback(endpoint) as url:
+    with serve_loopback(anonymous(endpoint)) as url:
         argv = ["eval", str(DATA), "--base-url", url, "--candidates", "5,10", "--plot", str(plot)]
         code, out, err = run_cli(argv, capsys)
     assert code == 0, err
@@ -328,7 +330,7 @@ def test_missing_cli_extra_is_one_line_with_the_fix(
     assert code == 1
     assert out == ""
     assert err.count("\n") == 1
-    assert 'pip install "together-rerank-plugins[cli]"' in err
+    assert '`pip install ".[cli]"` in your clone of together-rerank-plugins' in err
 
 
 # -- progress, plot format and picture (issue 12, items 8, 10, 11) ----------------------------

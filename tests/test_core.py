@@ -449,3 +449,36 @@ def test_dropping_a_client_closes_its_pooled_connections(loopback_url: str) -> N
     del client
     gc.collect()
     assert sdk.is_closed()
+
+
+# -- what a reader sees: misplaced names ----------------------------------------------------
+def test_an_unknown_client_argument_names_the_closest_known_one() -> None:
+    with pytest.raises(TypeError, match="did you mean 'timeout'"):
+        RerankClient(api_key=TEST_KEY, timout=3)
+    # top_n is not the client's: it is given per call
+    with pytest.raises(TypeError, match=r"rerank\(query, documents, top_n=\.\.\.\)"):
+        RerankClient(api_key=TEST_KEY, top_k=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "modules"),
+    [("TogetherRerank", ["llama_index", "langchain"]), ("TogetherCrossEncoder", ["langchain"])],
+)
+def test_importing_an_adapter_class_from_the_package_says_where_it_lives(
+    name: str, modules: list[str]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", f"from together_rerank_plugins import {name}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ")
+    for module in modules:
+        assert f"from together_rerank_plugins.{module} import {name}" in last
+    # and nothing else changed: other missing names are plain, frameworks are not imported
+    import together_rerank_plugins as trp
+
+    assert not hasattr(trp, "NoSuchName")

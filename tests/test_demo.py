@@ -14,6 +14,8 @@ import pytest
 from together_rerank_plugins import demo
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
+from .conftest import anonymous
+
 FRAMEWORKS = ("LlamaIndex", "LangChain")
 
 _SECTION = re.compile(r"^=== (\w+): ")
@@ -118,7 +120,7 @@ def test_missing_framework_is_skipped_with_a_hint(
     monkeypatch.setattr(demo, "_installed", lambda module: module != "llama_index.core")
     assert demo.main(["--offline", "--questions", "1"]) == 0
     out = capsys.readouterr().out
-    assert "together-rerank-plugins[llama-index]" in out
+    assert 'run `pip install ".[llama-index]"` in your clone of together-rerank-plugins' in out
     assert "=== LlamaIndex" not in out
     assert "=== LangChain" in out
 
@@ -165,7 +167,7 @@ def test_live_mode_against_a_loopback_server(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     endpoint = LexicalRerankEndpoint(api_keys={"dummy-key"}, models={"my-org/dedicated"})
-    with serve_loopback(endpoint) as url:
+    with serve_loopback(anonymous(endpoint)) as url:
         monkeypatch.setenv("TOGETHER_API_KEY", "dummy-key")
         monkeypatch.setenv("TOGETHER_BASE_URL", url)
         monkeypatch.setenv("TOGETHER_RERANK_MODEL", "my-org/dedicated")
@@ -180,10 +182,28 @@ def test_live_mode_against_a_loopback_server(
 
 
 @pytest.mark.loopback
+def test_test_endpoint_named_on_the_first_line_not_live_mode(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pointed at `python -m together_rerank_plugins.testing` through the environment."""
+    endpoint = LexicalRerankEndpoint()
+    with serve_loopback(endpoint) as url:
+        monkeypatch.setenv("TOGETHER_API_KEY", "placeholder")
+        monkeypatch.setenv("TOGETHER_BASE_URL", url)
+        code = demo.main(["--questions", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    first = captured.out.splitlines()[0]
+    assert first.startswith(f"mode: test endpoint — the embedded lexical test endpoint at {url}")
+    assert "not LlamaRank" in first
+    assert len(endpoint.requests) == len(FRAMEWORKS)
+
+
+@pytest.mark.loopback
 def test_live_mode_refused_key_is_one_line_on_stderr(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with serve_loopback(LexicalRerankEndpoint(api_keys={"the-right-key"})) as url:
+    with serve_loopback(anonymous(LexicalRerankEndpoint(api_keys={"the-right-key"}))) as url:
         monkeypatch.setenv("TOGETHER_API_KEY", "a-wrong-key")
         monkeypatch.setenv("TOGETHER_BASE_URL", url)
         code = demo.main(["--questions", "1"])

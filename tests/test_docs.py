@@ -25,6 +25,7 @@ The conventions (also in docs/testing.md, for whoever writes docs):
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -190,3 +191,22 @@ def test_serve_command_prints_exports_that_work_and_stops_by_itself(tmp_path: Pa
     )
     assert timed.returncode == 0
     assert timed.stdout.startswith("export TOGETHER_BASE_URL=http://127.0.0.1:")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _documentation_list() -> set[str]:
+    """The pages linked from the README's "## Documentation" list."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Documentation\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"\]\((docs/[^)#]+\.md)\)", section))
+
+
+def test_every_docs_page_is_in_the_readme_documentation_list() -> None:
+    """A page no list links to is found by nobody (docs/bad-inputs.md was linked only from
+    errors.md). Whatever pages exist, each is in the README's list, and each entry exists."""
+    pages = {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")}
+    listed = _documentation_list()
+    assert pages - listed == set(), "add these to README.md's Documentation list"
+    assert listed - pages == set(), "README.md's Documentation list links missing pages"

@@ -109,6 +109,7 @@ async def test_llama_index_fallback_flags_nodes_keeps_scores_and_ends_events(mod
     assert [n.score for n in out] == [1.0, 0.9, 0.8]  # retrieval scores, not NaN
     for n in out:
         assert n.node.metadata["rerank_fallback"] is True
+        assert n.node.metadata["retrieval_score"] == n.score  # the key is there, as scored
         assert "rerank_fallback" not in n.node.get_content(metadata_mode=MetadataMode.LLM)
     assert "rerank_fallback" not in nodes[0].node.metadata  # caller's nodes untouched
     pairs = debug.get_event_pairs(CBEventType.RERANKING)
@@ -142,6 +143,29 @@ async def test_langchain_fallback_flags_documents_and_ends_the_run(mode: str) ->
     assert [d.id for d in out] == ["d0", "d1"]
     for d in out:
         assert d.metadata["rerank_fallback"] is True
-        assert "relevance_score" not in d.metadata
+        # the README's `d.metadata["relevance_score"]` works on a fallback too: None, no score
+        assert d.metadata["relevance_score"] is None
     assert runs.events == ["end"]
     assert "rerank_fallback" not in docs[0].metadata
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_langchain_fallback_replaces_an_earlier_stages_score_with_none(mode: str) -> None:
+    """A score left by an earlier rerank stage is not this call's: a fallback says None."""
+    rerank = LCRerank(api_key=TEST_KEY, max_retries=0, on_error="fallback", transport=failing(503))
+    docs = [Document(t, metadata={"relevance_score": 0.9}) for t in DOCS]
+    if mode == "sync":
+        out = rerank.compress_documents(docs, "q")
+    else:
+        out = await rerank.acompress_documents(docs, "q")
+    assert [d.metadata["relevance_score"] for d in out] == [None] * len(out)
+    assert all(d.metadata["rerank_fallback"] is True for d in out)
+    assert docs[0].metadata == {"relevance_score": 0.9}  # the caller's documents untouched
+
+
+def test_llama_index_retrieval_score_key_is_present_without_a_retrieval_score() -> None:
+    rerank = LIRerank(api_key=TEST_KEY, max_retries=0, on_error="fallback", transport=failing(503))
+    nodes = [NodeWithScore(node=TextNode(text=t), score=None) for t in DOCS]
+    out = rerank.postprocess_nodes(nodes, query_str="q")
+    assert [n.node.metadata["retrieval_score"] for n in out] == [None] * len(out)
+    assert "retrieval_score" not in out[0].node.get_content(metadata_mode=MetadataMode.LLM)

@@ -139,6 +139,17 @@ def lexical_answer(request: httpx.Request, body: dict[str, Any]) -> httpx.Respon
     return LexicalRerankEndpoint().handle(request)
 
 
+def behind_a_gateway(request: httpx.Request, body: dict[str, Any]) -> httpx.Response:
+    """A gateway that serves the API under a path prefix: it strips everything before
+    ``/v1/rerank`` and passes the request on (the endpoint itself answers that path only)."""
+    path = request.url.path
+    inner = path[path.index("/v1/rerank") :]
+    forwarded = httpx.Request(
+        request.method, request.url.copy_with(path=inner), headers=request.headers, json=body
+    )
+    return LexicalRerankEndpoint().handle(forwarded)
+
+
 def fixed_answer(
     payload: Any = None, *, status: int = 200, content: bytes | None = None
 ) -> Callable[[httpx.Request, dict[str, Any]], httpx.Response]:
@@ -534,7 +545,7 @@ def test_base_url_precedence(
     ],
 )
 async def test_base_url_with_or_without_v1(mode: str, base_url: str, expected_url: str) -> None:
-    recorder = Recorder(lexical_answer)
+    recorder = Recorder(behind_a_gateway)
     rerank = make_rerank(recorder, base_url=base_url)
     await compress(rerank, mode, [Document("red apples")], "red")
     assert recorder.calls[0]["url"] == expected_url
@@ -824,3 +835,30 @@ def test_import_loads_neither_llama_index_nor_together() -> None:
     loaded = json.loads(proc.stdout)
     assert "langchain_core" in loaded  # sanity: the check sees what was imported
     assert not [m for m in loaded if m.split(".")[0] in ("llama_index", "together")]
+
+
+# -- what a reader sees: repr and misspelled arguments --------------------------------------
+def test_repr_says_whether_a_key_is_set_and_what_differs_from_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)
+    assert repr(TogetherRerank()) == (
+        "TogetherRerank(model='Salesforce/Llama-Rank-V1', model_family='llama-rank', "
+        "base_url='https://api.together.ai', api_key=<set, from TOGETHER_API_KEY>)"
+    )
+    tuned = TogetherRerank(together_api_key="another-key-0123456789", top_n=None, dedupe=False)
+    assert repr(tuned) == (
+        "TogetherRerank(model='Salesforce/Llama-Rank-V1', model_family='llama-rank', "
+        "base_url='https://api.together.ai', top_n=None, dedupe=False, api_key=<set>)"
+    )
+    assert "another-key" not in repr(tuned) + str(tuned)
+
+
+@pytest.mark.parametrize(("wrong", "right"), [("top_k", "top_n"), ("model_name", "model")])
+def test_an_unknown_argument_names_the_closest_known_one(wrong: str, right: str) -> None:
+    with pytest.raises(RerankConfigError, match=f"unknown argument '{wrong}'") as info:
+        TogetherRerank(api_key=TEST_KEY, **{wrong: 3})
+    assert f"did you mean '{right}'?" in str(info.value)
+    assert "max_concurrency" not in str(info.value)
+    with pytest.raises(RerankConfigError, match=f"did you mean '{right}'"):
+        TogetherRerank(api_key=TEST_KEY).with_options(**{wrong: 3})

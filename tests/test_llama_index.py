@@ -395,14 +395,12 @@ async def test_output_is_new_nodes_and_inputs_are_untouched(
         src = nodes[int(o.node.node_id.split("-")[1])]
         assert o.node.get_content(MetadataMode.NONE) == src.node.get_content(MetadataMode.NONE)
         assert o.node.metadata["source"] == src.node.metadata["source"]
-        if src.score is None:
-            assert RETRIEVAL_SCORE_KEY not in o.node.metadata
-        else:
-            assert o.node is not src.node
-            assert o.node.metadata[RETRIEVAL_SCORE_KEY] == src.score
-            assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.LLM)
-            assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.EMBED)
-            assert RETRIEVAL_SCORE_KEY in o.node.get_content(MetadataMode.ALL)
+        # always present (None without a retrieval score), never in LLM or embedding text
+        assert o.node is not src.node
+        assert o.node.metadata[RETRIEVAL_SCORE_KEY] == src.score
+        assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.LLM)
+        assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.EMBED)
+        assert RETRIEVAL_SCORE_KEY in o.node.get_content(MetadataMode.ALL)
 
 
 def test_retrieval_score_key_not_duplicated_in_exclusions(
@@ -733,16 +731,27 @@ def test_key_passed_as_argument_is_not_serialized(endpoint: LexicalRerankEndpoin
         TogetherRerank.from_dict(data)
 
 
-@pytest.mark.parametrize("bad", [{"topn": 3}, {"top_k": 3}, {"modle": "x"}])
+@pytest.mark.parametrize(
+    ("bad", "closest"), [({"topn": 3}, "top_n"), ({"top_k": 3}, "top_n"), ({"modle": "x"}, "model")]
+)
 def test_unknown_argument_is_rejected_by_name(
-    endpoint: LexicalRerankEndpoint, bad: dict[str, Any]
+    endpoint: LexicalRerankEndpoint, bad: dict[str, Any], closest: str
 ) -> None:
     with pytest.raises(RerankConfigError) as info:
         make(endpoint, **bad)
     (name,) = bad
-    assert repr(name) in str(info.value)
-    assert "top_n" in str(info.value)  # the known arguments are listed
-    assert TEST_KEY not in str(info.value)
+    message = str(info.value)
+    assert f"unknown argument {name!r}" in message
+    assert f"did you mean {closest!r}?" in message  # the closest known one,
+    assert "max_concurrency" not in message  # not the list of every argument
+    assert TEST_KEY not in message
+
+
+def test_an_unknown_argument_like_no_known_one_lists_them(endpoint: LexicalRerankEndpoint) -> None:
+    with pytest.raises(RerankConfigError, match="unknown argument 'colour'") as info:
+        make(endpoint, colour="red")
+    assert "top_n" in str(info.value)
+    assert "metadata_mode" in str(info.value)
 
 
 def _recording_transport(seen: list[httpx.Request]) -> httpx.MockTransport:
@@ -936,3 +945,31 @@ async def test_scrambled_server_order_is_sorted(mode: str, top_n: int | None) ->
     ]
     served = [item["index"] for item in scrambled({})]
     assert served != sorted(served, key=lambda i: (-scores[i], i))  # really scrambled
+
+
+# -- what a reader sees: repr and misspelled arguments --------------------------------------
+def test_repr_is_short_and_true_with_key_and_family_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resolved model and host, settings that differ from defaults, whether a key is set:
+    no CallbackManager address, no MetadataMode enum, no None for what the env supplied."""
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)
+    monkeypatch.setenv("TOGETHER_RERANK_MODEL", "acme/rerank-prod")
+    monkeypatch.setenv("TOGETHER_RERANK_MODEL_FAMILY", "mxbai")
+    assert repr(TogetherRerank()) == (
+        "TogetherRerank(model='acme/rerank-prod', model_family='mxbai', "
+        "base_url='https://api.together.ai', api_key=<set, from TOGETHER_API_KEY>)"
+    )
+    tuned = TogetherRerank(
+        api_key="another-key-0123456789", top_n=3, metadata_mode=MetadataMode.LLM, timeout=5
+    )
+    assert repr(tuned) == (
+        "TogetherRerank(model='acme/rerank-prod', model_family='mxbai', "
+        "base_url='https://api.together.ai', top_n=3, timeout=5.0, metadata_mode='llm', "
+        "api_key=<set>)"
+    )
+    assert str(tuned).startswith("model='acme/rerank-prod' ")
+    for text in (repr(tuned), str(tuned)):
+        assert "another-key" not in text
+        assert TEST_KEY not in text
+        assert " at 0x" not in text

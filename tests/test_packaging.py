@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 try:
     import tomllib
@@ -69,3 +71,36 @@ def test_licence_is_declared_and_shipped() -> None:
     assert PROJECT["license-files"] == ["LICENSE"]
     sdist = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
     assert "LICENSE" in sdist["hatch"]["build"]["targets"]["sdist"]["include"]
+
+
+def _requirements(extra: str) -> set[tuple[str, str, str]]:
+    return {
+        (canonicalize_name(r.name), str(r.specifier), str(r.marker or ""))
+        for r in map(Requirement, PROJECT["optional-dependencies"][extra])
+    }
+
+
+def test_all_extra_installs_every_other_users_extra() -> None:
+    """`[all]` means all: both frameworks, the CLI and its evaluation, the Redis client."""
+    extras = PROJECT["optional-dependencies"]
+    assert {"llama-index", "langchain", "cli", "redis"} <= set(extras)
+    everything = _requirements("all")
+    for extra in set(extras) - {"all", "test"}:
+        missing = _requirements(extra) - everything
+        assert not missing, f"[all] lacks what [{extra}] installs: {sorted(missing)}"
+
+
+def test_install_hints_name_the_line_that_works_today() -> None:
+    """The package is not on PyPI yet: every message in src/ that suggests installing an
+    extra gives the line that works from a clone (`pip install ".[cli]"`), from one place."""
+    from together_rerank_plugins._install import install_hint
+
+    assert install_hint("cli") == '`pip install ".[cli]"` in your clone of together-rerank-plugins'
+    unpublished = re.compile(r"install\W+together-rerank-plugins\[")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if unpublished.search(line)
+    ]
+    assert offenders == [], "use together_rerank_plugins._install.install_hint()"

@@ -7,6 +7,8 @@ modules it drives (``_inputs``, ``_plan``, ``_results``, ``_longdocs``, ``_cache
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -41,6 +43,7 @@ from ._errors import (
     RerankInputError,
     needs_fix,
     scrub_error,
+    unknown_argument,
 )
 from ._extras import check_extra_body, read_only
 from ._inputs import CallSpec, Document, validate_call
@@ -60,6 +63,18 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["RerankClient"]
+
+
+#: options of each ``rerank()`` call, not of the client
+_PER_CALL = ("top_n", "rank_fields", "score_threshold")
+
+
+@functools.cache
+def _init_parameters() -> frozenset[str]:
+    """The keywords ``RerankClient(...)`` takes (read once from its signature)."""
+    params = inspect.signature(RerankClient.__init__).parameters.values()
+    return frozenset(p.name for p in params if p.name != "self")
+
 
 logger = logging.getLogger("together_rerank_plugins")
 
@@ -138,6 +153,16 @@ class RerankClient:
         >>> client.rerank("capital of France", docs)
         [RerankResult(index=1, relevance_score=1.0), RerankResult(index=0, relevance_score=0.0)]
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> RerankClient:
+        """Refuse an unknown keyword naming the closest known one (``top_k`` -> ``top_n``),
+        as a ``TypeError`` like Python's own, instead of Python's bare "unexpected keyword".
+        (``__init__`` keeps the signature type checkers and IDEs read.)"""
+        known = _init_parameters()
+        for name in kwargs:
+            if name not in known:
+                raise TypeError(unknown_argument("RerankClient", name, known, _PER_CALL))
+        return super().__new__(cls)
 
     def __init__(
         self,

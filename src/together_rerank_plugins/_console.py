@@ -20,10 +20,12 @@ __all__ = [
     "OFFLINE_BASE_URL",
     "OFFLINE_MODEL",
     "error_line",
+    "is_test_endpoint",
     "json_line",
     "offline_client_options",
     "positive_int",
     "run_console",
+    "test_endpoint_line",
 ]
 
 #: Offline settings are explicit, so stray TOGETHER_* variables cannot affect an offline run.
@@ -45,6 +47,50 @@ def offline_client_options(model: str | None = None) -> dict[str, Any]:
         "model_family": "llama-rank",
         "transport": LexicalRerankEndpoint(),
     }
+
+
+#: how long the loopback check may take (it is one local GET)
+PROBE_TIMEOUT = 2.0
+
+
+def is_test_endpoint(base_url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when ``base_url`` (as the client sends to it: no ``/v1``) is the embedded test
+    endpoint served by ``python -m together_rerank_plugins.testing`` (or ``serve_loopback``).
+
+    Only a loopback host is asked (the test endpoint serves on 127.0.0.1 only, and nothing
+    is sent to a remote service): one ``GET {base_url}/v1/rerank`` without the key, whose
+    answer (a 404) names the endpoint in its ``X-Rerank-Test-Endpoint`` header. Any failure
+    to ask means "not the test endpoint": the real call then reports its own error.
+    """
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(base_url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+    if not loopback:
+        return False
+    import httpx
+
+    from .testing import RERANK_PATH, TEST_ENDPOINT_HEADER
+
+    try:
+        # trust_env=False: a proxy from the environment must not see or answer the check
+        with httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as http:
+            response = http.get(base_url.rstrip("/") + RERANK_PATH)
+    except httpx.HTTPError:
+        return False
+    return TEST_ENDPOINT_HEADER in response.headers
+
+
+def test_endpoint_line(base_url: str, model: str) -> str:
+    """The first output line when ``TOGETHER_BASE_URL`` points at the embedded endpoint."""
+    return (
+        f"mode: test endpoint — the embedded lexical test endpoint at {base_url} (not "
+        f"LlamaRank; word-overlap scores), model {model}"
+    )
 
 
 def whole_number(value: str, minimum: int) -> int:

@@ -29,7 +29,8 @@ scrubs them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import difflib
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,6 +145,31 @@ class CircuitOpenError(RerankConnectionError):
 
 class MalformedResponseError(RerankError):
     """The server's answer cannot be turned into a trustworthy ranking."""
+
+
+#: names other rerank integrations use for one of ours (difflib would not find these)
+_OTHER_NAMES = {"top_k": "top_n", "model_name": "model", "request_timeout": "timeout"}
+
+
+def unknown_argument(
+    owner: str, name: str, known: Collection[str], per_call: Collection[str] = ()
+) -> str:
+    """The message for an argument ``owner`` does not take: the closest known name when one
+    is close (``top_k`` -> ``top_n``), else the known names. ``per_call``: options given to
+    each call rather than to ``owner``. Never the argument's value."""
+    near = _OTHER_NAMES.get(name, name)
+    if near in per_call:
+        return (
+            f"unknown argument {name!r} for {owner}: {near!r} is given per call, as in "
+            f"rerank(query, documents, {near}=...)"
+        )
+    if near not in known:
+        matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        near = matches[0] if matches else ""
+    if near:
+        return f"unknown argument {name!r} for {owner}: did you mean {near!r}?"
+    takes = ", ".join(sorted(known))
+    return f"unknown argument {name!r} for {owner} (is it misspelled?); it takes: {takes}"
 
 
 def needs_fix(error: BaseException) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator
+from enum import Enum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -20,11 +22,12 @@ from ._config import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    ENV_API_KEY,
     ENV_MODEL_FAMILY,
     validate_score_threshold,
     validate_top_n,
 )
-from ._errors import RerankConfigError, RerankInputError
+from ._errors import RerankConfigError, RerankInputError, unknown_argument
 from ._extras import read_only
 from ._inputs import check_rank_fields
 
@@ -180,6 +183,37 @@ class RerankFields(BaseModel):
     def _secret_key(self) -> Any:
         return getattr(self, self._KEY_FIELD)
 
+    #: the adapter's own settings to show in ``repr`` when they differ from their defaults
+    #: (beside the shared fields); a framework's fields (callbacks, ...) are not settings
+    _REPR_EXTRA: ClassVar[tuple[str, ...]] = ()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """What ``repr``/``str`` show, the same for both adapters: the resolved model (and
+        family, when known) and host, then each setting that differs from its default,
+        then whether a key is set and where it came from (never any part of it). Objects
+        kept out of ``model_dump`` (transport, cache, breaker, failover, headers) are not
+        shown."""
+        private = getattr(self, "__pydantic_private__", None) or {}
+        client: RerankClient | None = private.get("_client")
+        if client is None:  # not built (a failed construction): nothing resolved to show
+            return
+        yield "model", client.model
+        if client.model_family is not None:
+            yield "model_family", client.model_family
+        yield "base_url", client.base_url
+        fields = type(self).model_fields
+        shown = (*RerankFields.model_fields, *self._REPR_EXTRA)
+        for name in shown:
+            info = fields[name]
+            if name in ("model", "model_family", "base_url") or not info.repr or info.exclude:
+                continue
+            value = getattr(self, name)
+            if value == info.get_default(call_default_factory=True):
+                continue
+            yield name, value.value if isinstance(value, Enum) else value
+        given = self._secret_key() is not None
+        yield "api_key", _Shown("<set>" if given else f"<set, from {ENV_API_KEY}>")
+
     def __getstate__(self) -> dict[Any, Any]:
         """Pickle the configuration only: never the API key (it comes back from
         TOGETHER_API_KEY on load, as with ``to_dict``) nor the client and its connections."""
@@ -295,8 +329,10 @@ class RerankFields(BaseModel):
         """
         unknown = set(overrides) - set(type(self).model_fields)
         if unknown:
+            owner = f"{type(self).__name__}.with_options()"
+            known = set(type(self).model_fields)
             raise RerankConfigError(
-                f"Unknown option(s) {sorted(unknown)} for {type(self).__name__}.with_options()."
+                "; ".join(unknown_argument(owner, name, known) for name in sorted(unknown))
             )
         if set(overrides) <= self._CALL_OPTIONS:
             self._check_call_options(
@@ -317,6 +353,16 @@ class RerankFields(BaseModel):
         return type(self)(**(data | overrides))
 
 
+class _Shown:
+    """A value shown in ``repr`` as its text, without quotes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def _given_twice(cls: type[RerankFields], data: dict[str, Any]) -> str | None:
     """A field passed under both its name and its alias (``api_key`` and
     ``together_api_key``): pydantic would call one of them unknown."""
@@ -330,16 +376,17 @@ def _given_twice(cls: type[RerankFields], data: dict[str, Any]) -> str | None:
     return None
 
 
+def _known_arguments(cls: type[BaseModel]) -> set[str]:
+    """Every keyword the constructor takes: field names and their aliases."""
+    return {n for name, f in cls.model_fields.items() for n in (name, f.alias) if n}
+
+
 def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
     lines = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "arguments"
         if err["type"] == "extra_forbidden":
-            known = ", ".join(
-                sorted(f.alias or name for name, f in cls.model_fields.items() if not f.exclude)
-                + sorted(name for name, f in cls.model_fields.items() if f.exclude)
-            )
-            lines.append(f"unknown argument {where!r} (is it misspelled?); known: {known}")
+            lines.append(unknown_argument(cls.__name__, where, _known_arguments(cls)))
         else:
             lines.append(f"{where}: {err['msg']}")
     return f"Invalid {cls.__name__} configuration: " + "; ".join(lines)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._cache import finite_score
+from ._install import install_hint
 
 __all__ = ["RedisScoreStore"]
 
@@ -96,7 +97,8 @@ class RedisScoreStore:
             import redis
         except ImportError as exc:  # pragma: no cover - exercised only without redis
             raise ImportError(
-                "RedisScoreStore.from_url needs the redis client: run `pip install redis`"
+                "RedisScoreStore.from_url needs the redis client: run `pip install redis` (or "
+                f"{install_hint('redis')})"
             ) from exc
         redis_kwargs.setdefault("socket_timeout", timeout)
         redis_kwargs.setdefault("socket_connect_timeout", timeout)

@@ -136,6 +136,12 @@ class RerankResults(list[RerankResult]):
             return {SERVED_BY_KEY: str(self.served_by)}
         return {}
 
+    def relevance(self, result: RerankResult) -> float | None:
+        """``result``'s relevance score as the adapters show it: ``None`` on a fallback
+        (nothing was scored; the core's NaN is not a score), so the score key is on every
+        returned item and code reading it never meets a ``KeyError`` or a NaN."""
+        return None if self.fallback else result.relevance_score
+
     def stamp(self, metadata: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
         """A new metadata dict for one result: ``metadata`` without the flags an earlier
         rerank stage set (they describe that stage, not this call), plus ``extra`` and this

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._client import RerankClient
-from ._console import error_line, offline_client_options, positive_int, run_console
+from ._console import (
+    error_line,
+    is_test_endpoint,
+    offline_client_options,
+    positive_int,
+    run_console,
+    test_endpoint_line,
+)
 from ._demo_pipelines import (
     DEFAULT_TOP_N,
     FIRST_STAGE_K,
@@ -42,6 +49,7 @@ from ._demo_pipelines import (
     run_llama_index,
 )
 from ._errors import RerankError
+from ._install import install_hint
 
 __all__ = [
     "FIRST_STAGE_K",
@@ -195,7 +203,10 @@ def _mode(offline: bool) -> tuple[str, dict[str, Any]]:
     """The first output line and the rerankers' configuration."""
     if not offline and os.environ.get("TOGETHER_API_KEY", "").strip():
         with RerankClient() as client:  # resolves and validates the env configuration
-            header = f"mode: live — Together endpoint {client.base_url}, model {client.model}"
+            if is_test_endpoint(client._sdk.settings.base_url):
+                header = test_endpoint_line(client.base_url, client.model)
+            else:
+                header = f"mode: live — Together endpoint {client.base_url}, model {client.model}"
         return header, {}
     return OFFLINE_HEADER, offline_client_options()
 
@@ -223,10 +234,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = MODULE_PROG) -> int:
         results: dict[str, list[Comparison]] = {}
         for fw in _FRAMEWORKS:
             if not _installed(fw.module):
-                print(
-                    f"{fw.name}: skipped, not installed; run "
-                    f'`pip install "together-rerank-plugins[{fw.extra}]"` to include it.'
-                )
+                hint = install_hint(fw.extra)
+                print(f"{fw.name}: skipped, not installed; run {hint} to include it.")
                 continue
             print(f"=== {fw.name}: {fw.pipeline.format(k=FIRST_STAGE_K, n=args.top_n)} ===")
             print()
@@ -239,8 +248,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = MODULE_PROG) -> int:
         return 1
     if not results:
         print(
-            "error: neither LlamaIndex nor LangChain is installed; run `pip install "
-            '"together-rerank-plugins[all]"`.',
+            f"error: neither LlamaIndex nor LangChain is installed; run {install_hint('all')}.",
             file=sys.stderr,
         )
         return 1

@@ -24,9 +24,10 @@ try:
     from langchain_core.documents import BaseDocumentCompressor, Document
     from langchain_core.load.serializable import Serializable
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from ._install import install_hint
+
     raise ImportError(
-        "together_rerank_plugins.langchain needs langchain-core: run "
-        '`pip install "together-rerank-plugins[langchain]"`'
+        f"together_rerank_plugins.langchain needs langchain-core: run {install_hint('langchain')}"
     ) from exc
 
 from pydantic import ConfigDict, Field, SecretStr
@@ -75,7 +76,8 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
 
     Returns copies of the best documents (``Document.model_copy``), so ``id`` and metadata are
     kept and the caller's documents are never modified; each copy carries
-    ``metadata["relevance_score"]`` and, when a ``failover=`` endpoint scored it,
+    ``metadata["relevance_score"]`` (``None`` on an ``on_error="fallback"`` answer, which also
+    sets ``metadata["rerank_fallback"]``) and, when a ``failover=`` endpoint scored it,
     ``metadata["rerank_served_by"]``.
 
     Configuration: ``model``, ``top_n`` (default 5; None keeps all), ``api_key`` (alias
@@ -133,11 +135,12 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
 
     @staticmethod
     def _rebuild(documents: Sequence[Document], results: RerankResults) -> list[Document]:
-        """Copies (``model_copy``: ``id`` kept) with the score, or the fallback flag."""
+        """Copies (``model_copy``: ``id`` kept) with the score (``None`` on a fallback,
+        which also sets the fallback flag): the key is on every returned document."""
         out = []
         for r in results:
             doc = documents[r.index]
-            extra = {} if results.fallback else {RELEVANCE_SCORE_KEY: r.relevance_score}
+            extra = {RELEVANCE_SCORE_KEY: results.relevance(r)}
             out.append(doc.model_copy(update={"metadata": results.stamp(doc.metadata, extra)}))
         return out
 
@@ -293,11 +296,7 @@ class TogetherCrossEncoder(_LangChainFields, BaseCrossEncoder):
 def _as_dicts(results: RerankResults) -> list[dict[str, Any]]:
     """langchain-cohere's shape; a fallback answer says so instead of carrying NaN scores."""
     flags = results.call_flags()
-    return [
-        {"index": r.index, "relevance_score": None if results.fallback else r.relevance_score}
-        | flags
-        for r in results
-    ]
+    return [{"index": r.index, RELEVANCE_SCORE_KEY: results.relevance(r)} | flags for r in results]
 
 
 def _group_by_query(pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:

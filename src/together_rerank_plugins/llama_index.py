@@ -30,9 +30,11 @@ try:
         TextNode,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from ._install import install_hint
+
     raise ImportError(
         "together_rerank_plugins.llama_index needs llama-index-core: run "
-        '`pip install "together-rerank-plugins[llama-index]"`'
+        f"{install_hint('llama-index')}"
     ) from exc
 
 from ._errors import RerankInputError
@@ -65,7 +67,9 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     The text sent for each node is ``node.get_content(metadata_mode=metadata_mode)``. The
     returned nodes are new ``NodeWithScore`` objects whose ``score`` is the relevance score;
     the node copies keep their ``id_`` and metadata, plus the retrieval score under
-    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text), and, when a
+    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text; ``None`` when the
+    retriever gave none). On an ``on_error="fallback"`` answer ``score`` stays the retrieval
+    score and ``metadata["rerank_fallback"]`` is True (excluded too); when a
     ``failover=`` endpoint scored them, ``metadata["rerank_served_by"]`` (excluded too).
     The caller's nodes are never modified.
 
@@ -97,6 +101,8 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which metadata is sent with each node's text."
     )
+
+    _REPR_EXTRA = ("metadata_mode",)
 
     @classmethod
     def class_name(cls) -> str:
@@ -140,7 +146,9 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         for r in results:
             original = nodes[r.index]
             node = original.node
-            extra = {} if original.score is None else {RETRIEVAL_SCORE_KEY: original.score}
+            # always set (None when the retriever gave no score): code reading the key
+            # never meets a KeyError, whichever retriever and whether or not it fell back
+            extra = {RETRIEVAL_SCORE_KEY: original.score}
             metadata = results.stamp(node.metadata, extra)  # always a copy
             hidden = [k for k in metadata if k not in node.metadata]
             update: dict[str, Any] = {"metadata": metadata}

@@ -45,6 +45,8 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "RERANK_PATH",
+    "TEST_ENDPOINT_HEADER",
     "LexicalRerankEndpoint",
     "hash_embedding",
     "lexical_scores",
@@ -53,6 +55,17 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+#: The one path Together serves rerank on. The client sends ``{base_url}/v1/rerank`` with
+#: ``base_url`` written with or without ``/v1`` (``https://api.together.ai``, DMI's
+#: ``https://api-inference.together.ai/v1``); any other path gets a 404 here, as there, so a
+#: wrong ``base_url`` prefix fails offline too.
+RERANK_PATH = "/v1/rerank"
+#: Response header by which the embedded endpoint says what it is (value ``lexical``): the
+#: CLI and the demo read it to say "test endpoint" rather than "live" when
+#: ``TOGETHER_BASE_URL`` points at ``python -m together_rerank_plugins.testing``.
+TEST_ENDPOINT_HEADER = "X-Rerank-Test-Endpoint"
+TEST_ENDPOINT_NAME = "lexical"
 
 
 def _words(text: str) -> list[str]:
@@ -125,6 +138,7 @@ def _as_text(doc: Any, rank_fields: list[str] | None) -> str:
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error") -> httpx.Response:
+    """An error in Together's shape: ``{"error": {"message", "type", "param", "code"}}``."""
     return httpx.Response(
         status, json={"error": {"message": message, "type": type_, "param": None, "code": None}}
     )
@@ -133,8 +147,11 @@ def _error(status: int, message: str, type_: str = "invalid_request_error") -> h
 class LexicalRerankEndpoint(httpx.MockTransport):
     """An in-process ``POST /v1/rerank`` endpoint with a lexical scorer (see module doc).
 
-    ``models``: if given, other model names get the API's 404. ``api_keys``: if given, other
-    bearer keys get 401. Every accepted request body is appended to :attr:`requests`.
+    It answers ``POST /v1/rerank`` only (Together's path); any other method or path gets a
+    404 in Together's error shape. ``models``: if given, other model names get the API's
+    404. ``api_keys``: if given, other bearer keys get 401. Every accepted request body is
+    appended to :attr:`requests`. Every response carries ``X-Rerank-Test-Endpoint: lexical``
+    (:data:`TEST_ENDPOINT_HEADER`).
     """
 
     def __init__(
@@ -155,9 +172,19 @@ class LexicalRerankEndpoint(httpx.MockTransport):
         return f"LexicalRerankEndpoint(models={self.models!r}, requests={len(self.requests)})"
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        """Answer one request as the documented API would."""
-        if request.method != "POST" or not request.url.path.endswith("/v1/rerank"):
-            return _error(404, f"No route for {request.method} {request.url.path}", "not_found")
+        """Answer one request as the documented API would, saying who answered."""
+        response = self._handle(request)
+        response.headers[TEST_ENDPOINT_HEADER] = TEST_ENDPOINT_NAME
+        return response
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or request.url.path != RERANK_PATH:
+            return _error(
+                404,
+                f"No route for {request.method} {request.url.path}: Together's rerank API is "
+                f"POST {RERANK_PATH} (check the path part of base_url).",
+                "not_found",
+            )
         auth = request.headers.get("authorization", "")
         key = auth[len("Bearer ") :] if auth.startswith("Bearer ") else ""
         if not key.strip() or (self.api_keys is not None and key not in self.api_keys):
@@ -230,6 +257,12 @@ class LexicalRerankEndpoint(httpx.MockTransport):
         }
 
 
+#: set by the handler itself (or meaningless once the body is read whole)
+_HOP_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "transfer-encoding", "connection"}
+)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     endpoint: Callable[[httpx.Request], httpx.Response]
@@ -248,6 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status_code)
         self.send_header("content-type", response.headers.get("content-type", "application/json"))
         self.send_header("content-length", str(len(content)))
+        for name, value in response.headers.items():
+            if name.lower() not in _HOP_HEADERS:
+                self.send_header(name, value)
         self.end_headers()
         self.wfile.write(content)
 

@@ -24,10 +24,13 @@ from .._console import (
     OFFLINE_BASE_URL,
     OFFLINE_MODEL,
     error_line,
+    is_test_endpoint,
     offline_client_options,
     positive_int,
+    test_endpoint_line,
     whole_number,
 )
+from .._install import install_hint
 
 __all__ = [
     "OFFLINE_API_KEY",
@@ -88,9 +91,7 @@ def json_object(text: str, where: str) -> dict[str, Any]:
 
 
 def missing_extra(module: str) -> CliError:
-    return CliError(
-        f'this command needs the `{module}` package: pip install "together-rerank-plugins[cli]"'
-    )
+    return CliError(f"this command needs the `{module}` package: run {install_hint('cli')}")
 
 
 # -- argument types ------------------------------------------------------------------------
@@ -201,6 +202,8 @@ class Mode:
     header: str
     model: str
     base_url: str
+    #: the base URL is the embedded test endpoint served on loopback (word overlap scores)
+    test_endpoint: bool = False
 
     @property
     def label(self) -> str:
@@ -211,6 +214,7 @@ class Mode:
         return {
             "mode": self.label,
             "offline": self.offline,
+            "test_endpoint": self.offline or self.test_endpoint,
             "model": self.model,
             "base_url": None if self.offline else self.base_url,
         }
@@ -252,6 +256,9 @@ def make_client(args: argparse.Namespace, **options: Any) -> tuple[RerankClient,
     elif not os.environ.get(ENV_API_KEY, "").strip():
         raise UsageError(NO_KEY_MESSAGE)
     client = RerankClient(model=args.model, api_key=args.api_key, base_url=args.base_url, **kwargs)
+    if is_test_endpoint(client._sdk.settings.base_url):
+        header = test_endpoint_line(client.base_url, client.model)
+        return client, Mode(False, header, client.model, client.base_url, test_endpoint=True)
     header = f"mode: live — endpoint {client.base_url}, model {client.model}"
     return client, Mode(False, header, client.model, client.base_url)
 

@@ -146,6 +146,8 @@ def figure(report: EvalReport) -> Any:
     where = (
         "OFFLINE: embedded lexical test endpoint, not LlamaRank"
         if report.mode.offline
+        else "TEST ENDPOINT: embedded lexical test endpoint, not LlamaRank"
+        if report.mode.test_endpoint
         else f"model {report.mode.model}"
     )
     fig.suptitle(

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from .._install import install_hint
+
 __all__ = ["add_progress_flag", "progress_bar"]
 
 
@@ -34,8 +36,7 @@ def progress_bar(enabled: bool, total: int, initial: int = 0, *, unit: str) -> A
         from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         print(
-            "note: no progress bar (tqdm is not installed; "
-            'pip install "together-rerank-plugins[cli]")',
+            f"note: no progress bar (tqdm is not installed; run {install_hint('cli')})",
             file=sys.stderr,
         )
         return _NoBar()
