@@ -475,3 +475,80 @@ def test_plot_zooms_to_the_data_and_shows_the_gain() -> None:
         legend = ax.get_legend()
         for text in [*ax.texts, *(legend.get_texts() if legend else [])]:
             assert text.get_fontsize() >= 9
+
+
+# -- your own retriever, a score cache (issue 17) ---------------------------------------------
+APP = """
+from together_rerank_plugins.evaluation import load_dataset
+
+CORPUS = load_dataset("sample").corpus
+
+
+def build():
+    def overlap(query):
+        words = set(query.lower().split())
+        return sorted(CORPUS, key=lambda d: (-len(words & set(CORPUS[d].lower().split())), d))[:3]
+
+    return overlap
+"""
+
+
+def test_eval_with_your_retriever_and_a_disk_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_eval_app.py").write_text(APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "my_eval_app", raising=False)
+    argv = [
+        "eval",
+        "sample",
+        "--offline",
+        "--retriever",
+        "my_eval_app:build",
+        "--candidates",
+        "2,5",
+        "--latency-sample",
+        "0",
+        "--cache",
+        str(tmp_path / "scores"),
+        "--json",
+    ]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["first_stage"]["name"] == "overlap"
+    # a plain function: its depth cannot be set, and the report says so and counts
+    assert report["retriever_depth"].startswith("not set: overlap is a plain function")
+    assert "8 of 8 queries returned fewer than 5 candidates" in err
+    assert report["documents_sent"] == 8 * 3
+    assert report["depths"][1]["short_queries"] == 8
+    # the same evaluation again: every score comes from the disk store, nothing is sent
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["documents_sent"] == 0
+    assert again["cache_hits"] == 8 * 3
+    quality = ("ndcg", "mrr", "recall", "pool_recall", "gain", "gain_ci")
+    for ours, theirs in zip(again["depths"], report["depths"], strict=True):
+        assert {k: ours[k] for k in quality} == {k: theirs[k] for k in quality}
+    # nothing sent, nothing reported: no token figure rather than a made-up one
+    assert again["tokens"] is None
+    assert all(d["tokens_per_query"] is None for d in again["depths"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nocolon", "expected MODULE:ATTRIBUTE"),
+        ("no_such_module_xyz:r", "cannot import no_such_module_xyz"),
+        ("json:no_such_attribute", "json has no no_such_attribute"),
+    ],
+)
+def test_eval_retriever_spec_errors(
+    spec: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["eval", "sample", "--offline", "--retriever", spec], capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert message in err

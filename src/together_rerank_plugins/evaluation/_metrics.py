@@ -106,7 +106,8 @@ def bootstrap_ci(
     if len(values) < 2:
         return None
     if max(values) == min(values):
-        return (float(values[0]), float(values[0]))
+        g = sum(values) / len(values)  # as the gain itself is computed (same rounding)
+        return (g, g)
     try:
         import numpy as np
         from scipy import stats  # type: ignore[import-untyped, unused-ignore]

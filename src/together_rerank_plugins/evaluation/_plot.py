@@ -136,8 +136,8 @@ def figure(report: RerankEvaluation) -> Any:
                     [x for x, _ in with_ci],
                     [d.gain for _, d in with_ci],
                     yerr=[
-                        [d.gain - d.gain_ci[0] for _, d in with_ci if d.gain_ci],
-                        [d.gain_ci[1] - d.gain for _, d in with_ci if d.gain_ci],
+                        [max(0.0, d.gain - d.gain_ci[0]) for _, d in with_ci if d.gain_ci],
+                        [max(0.0, d.gain_ci[1] - d.gain) for _, d in with_ci if d.gain_ci],
                     ],
                     fmt="none",
                     ecolor="black",
