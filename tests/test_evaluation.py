@@ -636,3 +636,29 @@ def test_async_retrievers_and_functions(tmp_path: Path) -> None:
 
     report = evaluate_reranking(later, client(endpoint), data, candidates=[5], latency_sample=0)
     assert report.depths[0].ndcg == 1.0
+
+
+# -- docs/evaluation.md shows what the example prints ------------------------------------------
+def test_docs_example_output_is_what_it_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first example of docs/evaluation.md, run here, prints the page's table; only the
+    latency columns (timed) may differ."""
+    page = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = page.split("It prints", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "evaluation.md", "exec"), {"__name__": "__main__"})
+    printed = capsys.readouterr().out
+    assert (tmp_path / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+
+    def masked(text: str) -> list[list[str]]:
+        rows = []
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) == 12 and words[0].isdigit():  # a depth row: p50, p95 are timed
+                words[-3:-1] = ["ms", "ms"]
+            rows.append(words)
+        return rows
+
+    assert masked(printed) == masked(shown)
