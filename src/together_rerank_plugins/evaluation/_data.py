@@ -111,7 +111,8 @@ def load_dataset(
       ...]}`` or ``"relevant": {"doc-1": 2, "doc-7": 1}``, with an optional ``"id"``;
     - a ``.json`` file as LlamaIndex's ``generate_question_context_pairs`` saves it
       (``queries``, ``corpus``, ``relevant_docs``);
-    - the word ``"sample"``: the small synthetic dataset shipped in the package.
+    - the word ``"sample"``: the small synthetic dataset shipped in the package (unless a
+      file or folder of that name exists here: yours wins).
 
     ``max_queries`` keeps the first N judged queries (to bound the cost of a live run).
     """
