@@ -88,8 +88,10 @@ def figure(report: RerankEvaluation) -> Any:
         if key == "ndcg":
             band = [(j, d) for j, d in enumerate(depths) if d.gain_ci is not None]
             if band:
-                lows = [base + d.gain_ci[0] for _, d in band if d.gain_ci]
-                highs = [base + d.gain_ci[1] for _, d in band if d.gain_ci]
+                # the interval of the mean gain, around the first stage's mean; drawn within
+                # [0, 1], where an nDCG lives (a bootstrap of few queries can reach past it)
+                lows = [max(0.0, base + d.gain_ci[0]) for _, d in band if d.gain_ci]
+                highs = [min(1.0, base + d.gain_ci[1]) for _, d in band if d.gain_ci]
                 values += [*lows, *highs]
                 quality.fill_between(
                     [xs[j] for j, _ in band],
