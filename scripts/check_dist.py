@@ -74,7 +74,13 @@ def build(outdir: Path) -> None:
             fail(f"{wheel.name} carries no LICENSE under .dist-info/licenses/")
         meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
         meta = Parser().parsestr(zf.read(meta_name).decode())
-        for expected in (f"{NAME}/py.typed", f"{NAME}/testing.py"):
+        for expected in (
+            f"{NAME}/py.typed",
+            f"{NAME}/testing.py",
+            # `together-rerank eval --offline sample` runs from a plain wheel install
+            f"{NAME}/data/eval_sample/qrels/test.tsv",
+            f"{NAME}/evaluation/__init__.py",
+        ):
             if expected not in names:
                 fail(f"{wheel.name} lacks {expected}")
     if meta["License-Expression"] != "MIT" or "LICENSE" not in meta.get_all("License-File", []):

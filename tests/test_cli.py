@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from together_rerank_plugins import RerankClient, cli
+from together_rerank_plugins.evaluation import SAMPLE_PATH
 from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
 
 from .conftest import anonymous
@@ -195,7 +196,7 @@ def test_no_key_and_no_offline_fails_with_a_hint(
     args = {
         "rerank": ["rerank", QUERY, str(docs_file)],
         "batch": ["batch", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")],
-        "eval": ["eval", str(Path(__file__).parent / "data" / "eval_tiny")],
+        "eval": ["eval", str(SAMPLE_PATH)],
     }[command]
     (tmp_path / "in.jsonl").write_text('{"query": "q", "documents": ["d"]}\n')
     code, out, err = run_cli(args, capsys)
@@ -376,16 +377,13 @@ def test_module_entry_point_and_help() -> None:
 
 def _run_shell_block(text: str, heading: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run the first ```bash block under ``heading`` as a user would: through the installed
-    ``together-rerank`` console script, in a folder that has ``tests/data/eval_tiny``."""
+    ``together-rerank`` console script, in an empty folder (``eval`` uses the packaged
+    ``sample``)."""
     script_dir = Path(sys.executable).parent
     if not (script_dir / "together-rerank").exists():
         pytest.skip("the together-rerank script is not installed next to this interpreter")
     section = text.split(heading, 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "tests" / "data").mkdir(parents=True)
-    (tmp_path / "tests" / "data" / "eval_tiny").symlink_to(
-        Path(__file__).parent / "data" / "eval_tiny"
-    )
     env = _env()
     env["PATH"] = f"{script_dir}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
@@ -467,7 +465,7 @@ def test_model_family_and_deadline_flags_reach_the_client(
     args = {
         "rerank": ["rerank", QUERY, str(docs_file)],
         "batch": ["batch", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")],
-        "eval": ["eval", str(Path(__file__).parent / "data" / "eval_tiny"), "--candidates", "2"],
+        "eval": ["eval", str(SAMPLE_PATH), "--candidates", "2"],
     }[command]
     code, _, err = run_cli([*args, "--offline"], capsys)
     assert code == 0, err
@@ -517,10 +515,10 @@ def _text_blocks(section: str) -> list[str]:
 
 
 def test_docs_eval_table_is_what_the_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
-    data = str(Path(__file__).parent / "data" / "eval_tiny")
-    code, out, err = run_cli(["eval", "--offline", data, "--candidates", "5,10,20"], capsys)
+    argv = ["eval", "--offline", "sample", "--candidates", "5,10,20", "--latency-sample", "0"]
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    table = out[out.index("system ") :]
+    table = out[out.index("\n8 judged queries;") + 1 :]
     assert table in _text_blocks("## `eval`")
 
 

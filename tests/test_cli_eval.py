@@ -1,4 +1,4 @@
-"""``together-rerank eval``: on the tiny synthetic dataset ``tests/data/eval_tiny``, the
+"""``together-rerank eval``: on the tiny synthetic dataset the package ships (``sample``), the
 reported metrics equal the textbook definitions computed here on the same runs (saved with
 ``--save-runs``), the reranked runs are the library's rankings of the first stage's
 candidates, the plot is written, and a TREC run file works as the first stage.
@@ -8,7 +8,6 @@ C code of trec_eval): if either one is wrong, the comparison fails."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -20,16 +19,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from together_rerank_plugins import RerankClient, RerankResult, RerankResults, Usage, cli
-from together_rerank_plugins.cli import _eval
-from together_rerank_plugins.cli._common import Mode
-from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
+from together_rerank_plugins import (
+    RerankClient,
+    cli,
+    evaluation,
+)
+from together_rerank_plugins.evaluation import SAMPLE_PATH
+from together_rerank_plugins.evaluation._data import bm25_rankings
+from together_rerank_plugins.testing import (
+    LexicalRerankEndpoint,
+    pointwise_lexical_scores,
+    serve_loopback,
+)
 
 from .conftest import anonymous
 
-DATA = Path(__file__).parent / "data" / "eval_tiny"
+DATA = SAMPLE_PATH
 MEASURES = ["nDCG@10", "RR@10", "R@10"]
 
 
@@ -79,6 +87,11 @@ def library(
     judged = dict(list(qrels().items())[:queries])
     order = run_order(path)
     return {m: reference(judged, order, m) for m in measures}
+
+
+def as_measures(figures: dict[str, Any], k: int = 10) -> dict[str, float]:
+    """A report's {"ndcg", "mrr", "recall"} under the measure names of :func:`library`."""
+    return {f"nDCG@{k}": figures["ndcg"], f"RR@{k}": figures["mrr"], f"R@{k}": figures["recall"]}
 
 
 def test_reference_matches_hand_computed_values() -> None:
@@ -141,29 +154,37 @@ def test_eval_offline_metrics_match_the_library(
     assert report["offline"] is True
     assert report["queries"] == 8
     assert report["documents"] == 40
-    assert report["measures"] == ["nDCG@10", "RR@10", "R@10"]
+    assert report["cutoff"] == 10
+    assert report["metric_library"] == "pytrec_eval"
     assert report["plot"] == str(plot)
     check_png(plot)
 
     # first stage alone, and its Recall@c per candidate count (the reranker's pool)
     first = runs / "first_stage.trec"
-    assert report["first_stage_metrics"] == pytest.approx(library(first))
+    assert as_measures(report["first_stage"]) == pytest.approx(library(first))
     pools = library(first, ["R@5", "R@10", "R@20"])
-    assert [p["pool_recall"] for p in report["rerank"]] == pytest.approx(
+    assert [p["pool_recall"] for p in report["depths"]] == pytest.approx(
         [pools["R@5"], pools["R@10"], pools["R@20"]]
     )
     # each reranked run
-    assert [p["candidates"] for p in report["rerank"]] == [5, 10, 20]
-    for point in report["rerank"]:
+    assert [p["candidates"] for p in report["depths"]] == [5, 10, 20]
+    for point in report["depths"]:
         saved = runs / f"rerank_{point['candidates']}.trec"
-        assert point["metrics"] == pytest.approx(library(saved))
-        assert point["requests"] == 8
-        assert point["documents"] == 8 * point["candidates"]
-        assert point["tokens"] is None or point["tokens"] > 0
+        assert as_measures(point) == pytest.approx(library(saved))
+        assert point["gain"] == pytest.approx(point["ndcg"] - report["first_stage"]["ndcg"])
+        assert point["tokens_per_query"] > 0
+    # one scoring pass: each query's deepest list once, not once per depth
+    assert report["requests"] == 8
+    assert report["documents_sent"] == 8 * 20
+    # plus the latency sample (every query here: 8 < 20), uncached, at each depth
+    assert report["latency_queries"] == 8
+    assert report["latency_documents_sent"] == 8 * (5 + 10 + 20)
 
     # the reranked runs are the library's ranking of the first stage's top c, then the rest
     corpus, queries = texts()
-    client = RerankClient(api_key="x", transport=LexicalRerankEndpoint())
+    # (the pointwise scorer --offline uses: one pass reuses the deepest call's scores)
+    pointwise = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    client = RerankClient(api_key="x", transport=pointwise)
     first_order = run_order(first)
     assert set(first_order) == set(qrels())
     assert all(len(v) == 20 for v in first_order.values())
@@ -181,12 +202,13 @@ def test_eval_offline_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     lines = out.splitlines()
     assert lines[0].startswith("mode: offline — embedded lexical test endpoint (not LlamaRank")
     assert lines[1].startswith(f"dataset: {DATA} (BEIR; test.tsv): 40 documents, 8 judged")
-    header = next(i for i, line in enumerate(lines) if line.startswith("system"))
-    assert lines[header].split()[2:5] == ["nDCG@10", "RR@10", "R@10"]
-    assert lines[header + 1].split()[:2] == ["BM25", "-"]
-    assert lines[header + 2].split()[:4] == ["BM25", "+", "rerank", "5"]
-    assert lines[header + 3].split()[:4] == ["BM25", "+", "rerank", "10"]
+    assert "(LexicalRerankEndpoint: word overlap, not LlamaRank)" in out
+    header = next(i for i, line in enumerate(lines) if line.startswith("cands"))
+    assert lines[header].split()[:3] == ["cands", "nDCG@10", "gain"]
+    assert lines[header + 1].split()[0] == "5"
+    assert lines[header + 2].split()[0] == "10"
     assert "pytrec_eval" in lines[header + 4]
+    assert any(line.startswith("recommendation: ") for line in lines)
 
 
 def test_trec_run_file_as_first_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,9 +225,9 @@ def test_trec_run_file_as_first_stage(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 0, err
     mine = json.loads(out)
     assert mine["first_stage"]["name"] == "run mine.trec"
-    assert mine["first_stage_metrics"] == pytest.approx(bm25["first_stage_metrics"])
-    for ours, theirs in zip(mine["rerank"], bm25["rerank"], strict=True):
-        assert ours["metrics"] == pytest.approx(theirs["metrics"])
+    assert as_measures(mine["first_stage"]) == pytest.approx(as_measures(bm25["first_stage"]))
+    for ours, theirs in zip(mine["depths"], bm25["depths"], strict=True):
+        assert as_measures(ours) == pytest.approx(as_measures(theirs))
     assert "1 document(s)" in err
     assert "not in the corpus" in err
 
@@ -225,8 +247,8 @@ def test_queries_missing_from_the_run_count_as_zero(
     report = json.loads(out)
     assert report["queries"] == 8
     assert report["queries_with_candidates"] == 7
-    assert report["first_stage_metrics"] == pytest.approx(library(run_file))  # all 8 judged
-    assert report["rerank"][0]["metrics"] == pytest.approx(library(tmp_path / "rerank_5.trec"))
+    assert as_measures(report["first_stage"]) == pytest.approx(library(run_file))  # all 8 judged
+    assert as_measures(report["depths"][0]) == pytest.approx(library(tmp_path / "rerank_5.trec"))
 
 
 def test_cutoff_and_max_queries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,10 +258,10 @@ def test_cutoff_and_max_queries(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0, err
     report = json.loads(out)
     assert report["queries"] == 3
-    assert report["measures"] == ["nDCG@3", "RR@3", "R@3"]
+    assert report["cutoff"] == 3
     cut = ["nDCG@3", "RR@3", "R@3"]
     expected = library(runs / "rerank_4.trec", cut, queries=3)
-    assert report["rerank"][0]["metrics"] == pytest.approx(expected)
+    assert as_measures(report["depths"][0], 3) == pytest.approx(expected)
     assert len(run_order(runs / "first_stage.trec")) == 3
 
 
@@ -261,57 +283,68 @@ def test_eval_usage_errors(
     assert message in err
 
 
-def test_tokens_are_summed_from_results_usage() -> None:
-    """When the client reports ``usage`` on its results, the sweep sums it per count."""
+def test_tokens_are_the_endpoints_reported_usage() -> None:
+    """Tokens come from the endpoint's ``usage``: summed over the scoring pass, measured per
+    depth on the latency sample, or estimated (and marked so) when nothing was timed. A
+    reranker that scores everything the same keeps the first stage's order: no gain, and
+    an interval of exactly [0, 0]."""
 
-    class Client:
-        async def arerank(self, query: str, documents: list[str], **_: Any) -> RerankResults:
-            await asyncio.sleep(0)
-            return RerankResults(
-                [RerankResult(i, 1.0 / (i + 1)) for i in range(len(documents))],
-                usage=Usage(prompt_tokens=7, total_tokens=7),
-                requests=1,
-                documents_sent=len(documents),
-            )
+    def seven_tokens(request: httpx.Request) -> httpx.Response:
+        flat = LexicalRerankEndpoint(scorer=lambda q, docs: [0.5] * len(docs))
+        body = json.loads(flat.handle(request).content)
+        body["usage"] = {"prompt_tokens": 7, "total_tokens": 7}
+        return httpx.Response(200, json=body)
 
-        async def aclose(self) -> None:
-            return
-
-    data = _eval.load_beir(DATA)
-    first = _eval.bm25_first_stage(data, 10)
-    out = asyncio.run(_eval._rerank_sweep(Client(), data, first, [2, 10], 4))  # type: ignore[arg-type]
-    assert out[2][1] == 8 * 7  # one call per query
-    assert out[10][1] == 8 * 7
-    mode = Mode(True, "mode: offline", "m", "u")
-    report = _eval.evaluate(
-        Client(),  # type: ignore[arg-type]
-        mode,
-        data,
-        run_file=None,
-        counts=[2, 10],
-        cutoff=10,
-        concurrency=2,
+    client = RerankClient(api_key="x", transport=httpx.MockTransport(seven_tokens))
+    data = evaluation.load_dataset("sample")
+    first = bm25_rankings(data, 10)
+    by_text = {text: first[qid] for qid, text in data.queries.items()}
+    report = evaluation.evaluate_reranking(
+        by_text.__getitem__, client, data, candidates=[2, 10], latency_sample=3
     )
-    assert [p.tokens for p in report.sweep] == [56, 56]
-    # this client keeps the first stage's order: reranking changes nothing
-    for p in report.sweep:
-        assert p.metrics == pytest.approx(report.first_stage)
+    assert report.tokens == 8 * 7  # one call per query
+    assert [d.tokens_per_query for d in report.depths] == [7, 7]  # one call per timed query
+    assert not any(d.tokens_estimated for d in report.depths)
+    for d in report.depths:
+        assert (d.ndcg, d.mrr, d.recall) == pytest.approx(
+            (report.first_stage["ndcg"], report.first_stage["mrr"], report.first_stage["recall"])
+        )
+        assert d.gain == 0
+        assert d.gain_ci == (0.0, 0.0)
+    assert report.recommendation.helped is False
+    assert report.recommendation.candidates is None
+
+    untimed = evaluation.evaluate_reranking(
+        by_text.__getitem__, client, data, candidates=[2, 10], latency_sample=0
+    )
+    # 7 tokens per 10-document call: 0.7 per document, estimated
+    assert [d.tokens_per_query for d in untimed.depths] == pytest.approx([1.4, 7.0])
+    assert all(d.tokens_estimated for d in untimed.depths)
+    assert all(d.latency_p50_ms is None for d in untimed.depths)
 
 
 @pytest.mark.loopback
 def test_eval_against_a_loopback_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    endpoint = LexicalRerankEndpoint(api_keys={"dummy"})
+    endpoint = LexicalRerankEndpoint(api_keys={"dummy"}, scorer=pointwise_lexical_scores)
     plot = tmp_path / "plot.png"
     monkeypatch.setenv("TOGETHER_API_KEY", "dummy")
     with serve_loopback(anonymous(endpoint)) as url:
         argv = ["eval", str(DATA), "--base-url", url, "--candidates", "5,10", "--plot", str(plot)]
-        code, out, err = run_cli(argv, capsys)
+        code, out, err = run_cli([*argv, "--latency-sample", "0"], capsys)
     assert code == 0, err
     assert out.splitlines()[0] == f"mode: live — endpoint {url}, model Salesforce/Llama-Rank-V1"
-    assert len(endpoint.requests) == 8 * 2
-    assert sorted(len(r["documents"]) for r in endpoint.requests) == [5] * 8 + [10] * 8
+    # one pass: each query's 10 candidates once; depth 5 reuses their scores
+    assert sorted(len(r["documents"]) for r in endpoint.requests) == [10] * 8
+    check_png(plot)
+    endpoint.requests.clear()
+    with serve_loopback(endpoint) as url:
+        argv = ["eval", str(DATA), "--base-url", url, "--candidates", "5,10"]
+        code, out, err = run_cli([*argv, "--latency-sample", "3"], capsys)
+    assert code == 0, err
+    # and 3 timed calls per depth
+    assert sorted(len(r["documents"]) for r in endpoint.requests) == [5] * 3 + [10] * 11
     check_png(plot)
 
 
@@ -349,7 +382,7 @@ def test_eval_shows_progress_on_a_terminal_like_batch(
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert cli.main(argv) == 0
-    assert "16/16" in terminal.getvalue()  # 8 queries x 2 candidate counts
+    assert "16/16" in terminal.getvalue()  # 8 queries retrieved, then 8 scored (one pass)
     terminal.seek(0)
     terminal.truncate()
     assert cli.main([*argv, "--no-progress"]) == 0
@@ -402,44 +435,47 @@ def test_save_runs_into_a_file_is_refused_before_any_call(
 
 
 def test_plot_zooms_to_the_data_and_shows_the_gain() -> None:
-    from together_rerank_plugins.cli import _eval_plot
-
-    client = RerankClient(api_key="x", transport=LexicalRerankEndpoint())
-    mode = Mode(True, "mode: offline", "m", "u")
-    data = _eval.load_beir(DATA)
-    report = _eval.evaluate(
-        client, mode, data, run_file=None, counts=[5, 10, 20], cutoff=10, concurrency=2
+    endpoint = LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+    client = RerankClient(api_key="x", transport=endpoint)
+    data = evaluation.load_dataset("sample")
+    first = bm25_rankings(data, 20)
+    by_text = {text: first[qid] for qid, text in data.queries.items()}
+    report = evaluation.evaluate_reranking(
+        by_text.__getitem__, client, data, candidates=[5, 10, 20], latency_sample=2
     )
-    fig = _eval_plot.figure(report)
-    quality, gain, cost = fig.axes[:3]
+    fig = report.figure()
+    quality, gain, cost, scores = fig.axes[:4]
 
     # quality: the y axis spans the data (with a margin), not 0-1
     values = [*report.first_stage.values()]
-    for point in report.sweep:
-        values += [*point.metrics.values(), point.pool_recall]
+    for point in report.depths:
+        values += [point.ndcg, point.mrr, point.recall, point.pool_recall]
     low, high = quality.get_ylim()
     assert low <= min(values)
     assert high >= max(values)
-    assert high - low <= 2 * (max(values) - min(values)) + 0.05
     assert low > 0.5  # every value of this dataset is above 0.87
 
-    # gain: reranked minus first stage, per candidate count, for each metric, labelled
+    # gain: reranked minus first stage, per depth, for each metric, labelled
     assert "gain" in gain.get_title().lower()
     heights = sorted(round(p.get_height(), 6) for p in gain.patches)
     expected = sorted(
-        round(point.metrics[m] - report.first_stage[m], 6)
-        for point in report.sweep
-        for m in report.measures
+        round(getattr(point, m) - report.first_stage[m], 6)
+        for point in report.depths
+        for m in ("ndcg", "mrr", "recall")
     )
     assert heights == pytest.approx(expected, abs=1e-6)
     labels = {t.get_text() for t in gain.texts}
-    nd = report.measures[0]
-    assert f"{report.sweep[0].metrics[nd] - report.first_stage[nd]:+.3f}" in labels
+    assert f"{report.depths[0].gain:+.3f}" in labels
 
-    # cost: every bar carries its value
+    # cost: every bar carries its value; latency on the right axis
     assert len(cost.texts) == len(cost.patches) == 3
+    assert "latency" in fig.axes[4].get_ylabel()
+    # scores: relevant and other candidates, and the suggested threshold when there is one
+    legend = " ".join(t.get_text() for t in scores.get_legend().get_texts())
+    assert "relevant" in legend
+    assert "other" in legend
     # readable at 100%: no text smaller than 9 pt
-    for ax in (quality, gain, cost):
+    for ax in fig.axes:
         legend = ax.get_legend()
         for text in [*ax.texts, *(legend.get_texts() if legend else [])]:
             assert text.get_fontsize() >= 9
@@ -488,3 +524,80 @@ def test_eval_refuses_an_id_that_is_not_valid_unicode_on_one_line(tmp_path: Path
     assert done.stderr.count("\n") == 1, done.stderr
     assert "corpus.jsonl line 1" in done.stderr
     assert '"_id"' in done.stderr
+
+
+# -- your own retriever, a score cache (issue 17) ---------------------------------------------
+APP = """
+from together_rerank_plugins.evaluation import load_dataset
+
+CORPUS = load_dataset("sample").corpus
+
+
+def build():
+    def overlap(query):
+        words = set(query.lower().split())
+        return sorted(CORPUS, key=lambda d: (-len(words & set(CORPUS[d].lower().split())), d))[:3]
+
+    return overlap
+"""
+
+
+def test_eval_with_your_retriever_and_a_disk_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_eval_app.py").write_text(APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "my_eval_app", raising=False)
+    argv = [
+        "eval",
+        "sample",
+        "--offline",
+        "--retriever",
+        "my_eval_app:build",
+        "--candidates",
+        "2,5",
+        "--latency-sample",
+        "0",
+        "--cache",
+        str(tmp_path / "scores"),
+        "--json",
+    ]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["first_stage"]["name"] == "overlap"
+    # a plain function: its depth cannot be set, and the report says so and counts
+    assert report["retriever_depth"].startswith("not set: overlap is a plain function")
+    assert "8 of 8 queries returned fewer than 5 candidates" in err
+    assert report["documents_sent"] == 8 * 3
+    assert report["depths"][1]["short_queries"] == 8
+    # the same evaluation again: every score comes from the disk store, nothing is sent
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["documents_sent"] == 0
+    assert again["cache_hits"] == 8 * 3
+    quality = ("ndcg", "mrr", "recall", "pool_recall", "gain", "gain_ci")
+    for ours, theirs in zip(again["depths"], report["depths"], strict=True):
+        assert {k: ours[k] for k in quality} == {k: theirs[k] for k in quality}
+    # nothing sent, nothing reported: no token figure rather than a made-up one
+    assert again["tokens"] is None
+    assert all(d["tokens_per_query"] is None for d in again["depths"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nocolon", "expected MODULE:ATTRIBUTE"),
+        ("no_such_module_xyz:r", "cannot import no_such_module_xyz"),
+        ("json:no_such_attribute", "json has no no_such_attribute"),
+    ],
+)
+def test_eval_retriever_spec_errors(
+    spec: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["eval", "sample", "--offline", "--retriever", spec], capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert message in err

@@ -35,17 +35,23 @@ OFFLINE_BASE_URL = "http://embedded-lexical-endpoint.invalid"
 OFFLINE_MODEL = "embedded-lexical-overlap"
 
 
-def offline_client_options(model: str | None = None) -> dict[str, Any]:
-    """``RerankClient``/adapter keyword arguments for the embedded lexical test endpoint."""
+def offline_client_options(
+    model: str | None = None, scorer: Callable[[str, list[str]], list[float]] | None = None
+) -> dict[str, Any]:
+    """``RerankClient``/adapter keyword arguments for the embedded lexical test endpoint
+    (``scorer``: another of its scorers, e.g. ``pointwise_lexical_scores``)."""
     from .testing import LexicalRerankEndpoint
 
+    endpoint = LexicalRerankEndpoint()
+    if scorer is not None:
+        endpoint.scorer = scorer
     return {
         "api_key": OFFLINE_API_KEY,
         "base_url": OFFLINE_BASE_URL,
         "model": model or OFFLINE_MODEL,
         # explicit: TOGETHER_RERANK_MODEL_FAMILY is not read (the endpoint takes rank_fields)
         "model_family": "llama-rank",
-        "transport": LexicalRerankEndpoint(),
+        "transport": endpoint,
     }
 
 

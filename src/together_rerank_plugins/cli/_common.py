@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,8 +220,14 @@ class Mode:
         }
 
 
-def make_client(args: argparse.Namespace, **options: Any) -> tuple[RerankClient, Mode]:
-    """Build the client the flags ask for, and the mode line that says what it talks to.
+def make_client(
+    args: argparse.Namespace,
+    *,
+    offline_scorer: Callable[[str, list[str]], list[float]] | None = None,
+    **options: Any,
+) -> tuple[RerankClient, Mode]:
+    """Build the client the flags ask for, and the mode line that says what it talks to
+    (``offline_scorer``: the embedded endpoint's scorer with ``--offline``).
 
     Raises :class:`UsageError` without ``--offline`` and without any key, and for flags that
     make no sense offline; :class:`RerankError` for a configuration the library rejects.
@@ -242,7 +248,7 @@ def make_client(args: argparse.Namespace, **options: Any) -> tuple[RerankClient,
                 "--offline uses the embedded test endpoint; drop --base-url and --api-key "
                 "(or drop --offline to call them)."
             )
-        options = offline_client_options(args.model)
+        options = offline_client_options(args.model, offline_scorer)
         if kwargs.get("model_family") is None:  # explicit: the environment's is not read
             kwargs["model_family"] = options["model_family"]
         client = RerankClient(**(options | kwargs))

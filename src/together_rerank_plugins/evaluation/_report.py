@@ -1,0 +1,432 @@
+"""The result of an evaluation (:class:`RerankEvaluation`), the recommendation rule
+(:func:`recommend`) and the ways to look at them: a table, a JSON-safe dict, a pandas
+frame, a plot, a notebook rendering."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._config import DEFAULT_MODEL
+from ._metrics import write_trec_run
+
+__all__ = [
+    "LOW_POOL_RECALL",
+    "DepthResult",
+    "Recommendation",
+    "RerankEvaluation",
+    "recommend",
+    "score_threshold",
+]
+
+#: Below this first-stage recall at the recommended depth, the report warns that the first
+#: stage, not the reranker, is the limit.
+LOW_POOL_RECALL = 0.6
+
+
+@dataclass(frozen=True)
+class DepthResult:
+    """One depth of the sweep: the reranker over the first stage's top ``candidates``.
+
+    Quality figures are means over the judged queries at the cutoff; ``gain`` is the
+    reranked nDCG minus the first stage's, ``gain_ci`` its 95% paired bootstrap interval.
+    ``tokens_per_query`` is measured (the endpoint's reported usage on the latency sample)
+    unless ``tokens_estimated``; None where a figure was not measured."""
+
+    candidates: int
+    ndcg: float
+    mrr: float
+    recall: float
+    pool_recall: float
+    gain: float
+    gain_ci: tuple[float, float] | None
+    tokens_per_query: float | None = None
+    tokens_estimated: bool = False
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    cost_per_1000_queries: float | None = None
+    short_queries: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": self.candidates,
+            "ndcg": self.ndcg,
+            "mrr": self.mrr,
+            "recall": self.recall,
+            "pool_recall": self.pool_recall,
+            "gain": self.gain,
+            "gain_ci": None if self.gain_ci is None else list(self.gain_ci),
+            "tokens_per_query": self.tokens_per_query,
+            "tokens_estimated": self.tokens_estimated,
+            "latency_p50_ms": self.latency_p50_ms,
+            "latency_p95_ms": self.latency_p95_ms,
+            "cost_per_1000_queries": self.cost_per_1000_queries,
+            "short_queries": self.short_queries,
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What to set, and why. ``candidates`` is None when reranking did not measurably help
+    (``helped`` False; ``reason`` says why and how many more queries would tell)."""
+
+    candidates: int | None
+    top_n: int
+    score_threshold: float | None
+    helped: bool
+    reason: str
+    warnings: tuple[str, ...] = ()
+    llama_index: str | None = None
+    langchain: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidates": self.candidates,
+            "top_n": self.top_n,
+            "score_threshold": self.score_threshold,
+            "helped": self.helped,
+            "reason": self.reason,
+            "warnings": list(self.warnings),
+            "settings": {"llama_index": self.llama_index, "langchain": self.langchain},
+        }
+
+
+def score_threshold(relevant_scores: Sequence[float], keep: float) -> float | None:
+    """The highest score ``t`` such that the relevant documents scoring at least ``t`` are at
+    least ``keep`` of ``relevant_scores`` (None when there are none)."""
+    if not relevant_scores:
+        return None
+    ordered = sorted(relevant_scores, reverse=True)
+    return float(ordered[max(1, math.ceil(keep * len(ordered) - 1e-9)) - 1])
+
+
+def _threshold_text(value: float) -> str:
+    """Rounded down, so the pasted threshold keeps every document the rule keeps."""
+    return repr(math.floor(value * 10_000) / 10_000)
+
+
+def settings(
+    candidates: int, top_n: int, threshold: float | None, model: str | None
+) -> tuple[str, str]:
+    """Ready-to-paste LlamaIndex and LangChain settings."""
+    args = [f"top_n={top_n}"]
+    if threshold is not None:
+        args.append(f"score_threshold={_threshold_text(threshold)}")
+    if model and model != DEFAULT_MODEL:
+        args.insert(0, f"model={model!r}")
+    rerank = f"TogetherRerank({', '.join(args)})"
+    llama = (
+        "from together_rerank_plugins.llama_index import TogetherRerank\n\n"
+        "query_engine = index.as_query_engine(\n"
+        f"    similarity_top_k={candidates},\n"
+        f"    node_postprocessors=[{rerank}],\n"
+        ")"
+    )
+    lang = (
+        "from langchain_classic.retrievers import ContextualCompressionRetriever\n"
+        "from together_rerank_plugins.langchain import TogetherRerank\n\n"
+        "retriever = ContextualCompressionRetriever(\n"
+        f"    base_compressor={rerank},\n"
+        f'    base_retriever=vectorstore.as_retriever(search_kwargs={{"k": {candidates}}}),\n'
+        ")"
+    )
+    return llama, lang
+
+
+def recommend(
+    depths: Sequence[DepthResult],
+    *,
+    cutoff: int,
+    keep: float,
+    queries: int,
+    relevant_scores: Mapping[int, Sequence[float]],
+    model: str | None = None,
+    warnings: Sequence[str] = (),
+) -> Recommendation:
+    """The rule: ``candidates`` is the smallest depth whose nDCG gain is at least ``keep`` of
+    the best depth's gain, when the best gain's interval excludes zero; ``top_n`` the cutoff;
+    ``score_threshold`` from ``relevant_scores[candidates]`` (the scores of the relevant
+    documents in the reranked top ``cutoff``, pooled over queries) by :func:`score_threshold`.
+    """
+    found: list[str] = list(warnings)
+    nd = f"nDCG@{cutoff}"
+    best = max(depths, key=lambda d: d.gain)  # ties: the smallest depth
+    ci = best.gain_ci
+    shown = f"{best.gain:+.3f}" + ("" if ci is None else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]")
+    if best.gain > 0:
+        falls = [d for d in depths if d.candidates > best.candidates and d.gain < keep * best.gain]
+        if falls:
+            worst = min(falls, key=lambda d: d.gain)
+            found.append(
+                f"quality falls past {best.candidates} candidates (the peak): the {nd} gain is "
+                f"{best.gain:+.3f} there and {worst.gain:+.3f} at {worst.candidates}; deeper "
+                "lists give the reranker more wrong documents to promote"
+            )
+    chosen: DepthResult | None = None
+    if ci is None:
+        reason = (
+            f"{queries} judged query(ies) are too few for an interval: judge more queries "
+            "(see docs/evaluation.md for how many)"
+        )
+    elif ci[0] <= 0 <= ci[1]:
+        reason = (
+            f"reranking did not measurably help on this data: the best {nd} gain is {shown} "
+            f"at {best.candidates} candidates, and the interval includes zero"
+        )
+        if best.gain > 0:
+            half = (ci[1] - ci[0]) / 2
+            need = math.ceil(queries * (half / best.gain) ** 2)
+            more = max(need - queries, 1)
+            reason += (
+                f"; about {more} more judged queries ({need} in all) would tell, if the gain "
+                "stays the same (an interval narrows as 1/sqrt(queries))"
+            )
+    elif ci[1] < 0:
+        reason = (
+            f"reranking made {nd} worse at every depth on this data: the best gain is {shown} "
+            f"at {best.candidates} candidates"
+        )
+    else:
+        chosen = next(d for d in depths if d.gain >= keep * best.gain)
+        share = chosen.gain / best.gain
+        reason = (
+            f"{chosen.candidates} candidates: {nd} gain {chosen.gain:+.3f} over the first stage, "
+            f"{share:.0%} of the best gain ({shown} at {best.candidates}); the smallest depth "
+            f"within keep={keep:g} of the best"
+        )
+    at = chosen or depths[-1]
+    if at.pool_recall < LOW_POOL_RECALL:
+        found.append(
+            f"the first stage finds only {at.pool_recall:.0%} of the relevant documents in its "
+            f"top {at.candidates}: the first stage, not the reranker, is the limit here "
+            "(improve retrieval: hybrid search, better embeddings, or retrieve deeper)"
+        )
+    if chosen is None:
+        return Recommendation(None, cutoff, None, False, reason, tuple(found))
+    threshold = score_threshold(relevant_scores.get(chosen.candidates, ()), keep)
+    llama, lang = settings(chosen.candidates, cutoff, threshold, model)
+    return Recommendation(
+        chosen.candidates, cutoff, threshold, True, reason, tuple(found), llama, lang
+    )
+
+
+# -- the report ------------------------------------------------------------------------------
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+@dataclass
+class RerankEvaluation:
+    """What :func:`evaluate_reranking` measured. ``table()``, ``as_dict()``, ``to_pandas()``,
+    ``plot(path)``; a notebook shows the table and the recommendation."""
+
+    cutoff: int
+    queries: int
+    first_stage: dict[str, float]  # ndcg, mrr, recall of the retriever's own ranking
+    depths: list[DepthResult]
+    recommendation: Recommendation
+    first_stage_name: str = "first stage"
+    #: judged queries for which the retriever returned something (the others count 0)
+    queries_with_candidates: int = 0
+    dataset: str = ""
+    #: who scored: "model @ url", or the embedded test endpoint's note
+    scorer: str = ""
+    offline: bool = False
+    keep: float = 0.95
+    seed: int = 0
+    #: the scoring pass: one call per query over its deepest list
+    requests: int = 0
+    documents_sent: int = 0
+    cache_hits: int = 0
+    tokens: int | None = None
+    #: the latency sample: extra, uncached calls at each depth
+    latency_queries: int = 0
+    latency_documents_sent: int = 0
+    #: how the retriever was deepened, or why it could not be
+    retriever_depth: str = ""
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # for plots and saved runs (not in as_dict)
+    first_order: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    orders: dict[int, dict[str, list[str]]] = field(default_factory=dict, repr=False)
+    gains: dict[int, list[float]] = field(default_factory=dict, repr=False)
+    relevant_scores: dict[int, list[float]] = field(default_factory=dict, repr=False)
+    other_scores: dict[int, list[float]] = field(default_factory=dict, repr=False)
+
+    @property
+    def max_depth(self) -> int:
+        return max(d.candidates for d in self.depths)
+
+    def depth(self, candidates: int) -> DepthResult:
+        return next(d for d in self.depths if d.candidates == candidates)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe: numbers, strings, lists, dicts and None (a figure not measured)."""
+        return {
+            "cutoff": self.cutoff,
+            "queries": self.queries,
+            "queries_with_candidates": self.queries_with_candidates,
+            "first_stage": {
+                **self.first_stage,
+                "name": self.first_stage_name,
+                "depth": self.max_depth,
+            },
+            "depths": [d.as_dict() for d in self.depths],
+            "recommendation": self.recommendation.as_dict(),
+            "dataset": self.dataset,
+            "scorer": self.scorer,
+            "offline": self.offline,
+            "keep": self.keep,
+            "seed": self.seed,
+            "metric_library": "pytrec_eval",
+            "requests": self.requests,
+            "documents_sent": self.documents_sent,
+            "cache_hits": self.cache_hits,
+            "tokens": self.tokens,
+            "latency_queries": self.latency_queries,
+            "latency_documents_sent": self.latency_documents_sent,
+            "retriever_depth": self.retriever_depth,
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+        }
+
+    def table(self) -> str:
+        """The sweep as text, with the recommendation and the settings to paste."""
+        k = self.cutoff
+        fs = self.first_stage
+        lines = [
+            f"{self.queries} judged queries; scored by {self.scorer}",
+            f"first stage ({self.first_stage_name}, its own ranking of the top "
+            f"{self.max_depth}): nDCG@{k} {fs['ndcg']:.4f}  MRR@{k} {fs['mrr']:.4f}  "
+            f"R@{k} {fs['recall']:.4f}",
+            "",
+            f"{'cands':>5} {'nDCG@' + str(k):>8} {'gain [95% CI]':>26} {'MRR@' + str(k):>7} "
+            f"{'R@' + str(k):>7} {'pool R':>7} {'tok/q':>8} {'p50 ms':>7} {'p95 ms':>7} "
+            f"{'$/1k q':>8}",
+        ]
+        for d in self.depths:
+            ci = "" if d.gain_ci is None else f"[{d.gain_ci[0]:+.3f}, {d.gain_ci[1]:+.3f}]"
+            tokens = _num(d.tokens_per_query, ",.0f") + ("~" if d.tokens_estimated else "")
+            lines.append(
+                f"{d.candidates:>5} {d.ndcg:>8.4f} {d.gain:>+8.3f} {ci:>17} {d.mrr:>7.4f} "
+                f"{d.recall:>7.4f} {d.pool_recall:>7.4f} {tokens:>8} "
+                f"{_num(d.latency_p50_ms, '.1f'):>7} {_num(d.latency_p95_ms, '.1f'):>7} "
+                f"{_num(d.cost_per_1000_queries, '.4f'):>8}"
+            )
+        lines += [
+            "",
+            f"pool R = the first stage's recall in its top c (the most a reranker can reach); "
+            f"gain = reranked nDCG@{k} minus the first stage's; metrics by pytrec_eval",
+            *self.notes,
+        ]
+        rec = self.recommendation
+        lines += ["", "recommendation: " + rec.reason]
+        if rec.helped:
+            lines.append(
+                f"  similarity_top_k / k = {rec.candidates}, top_n = {rec.top_n}, "
+                "score_threshold = "
+                + ("-" if rec.score_threshold is None else _threshold_text(rec.score_threshold))
+            )
+        lines += [f"warning: {w}" for w in rec.warnings]
+        if rec.llama_index and rec.langchain:
+            lines += ["", "LlamaIndex:", rec.llama_index, "", "LangChain:", rec.langchain]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_pandas(self) -> Any:
+        """One row per depth (the ``depths`` of :meth:`as_dict`); needs pandas."""
+        try:
+            import pandas as pd  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            raise ImportError(
+                "to_pandas() needs pandas: pip install pandas (as_dict() needs nothing)",
+                name="pandas",
+            ) from None
+        rows = [d.as_dict() for d in self.depths]
+        for row in rows:
+            ci = row.pop("gain_ci")
+            row["gain_ci_low"], row["gain_ci_high"] = (None, None) if ci is None else ci
+        return pd.DataFrame(rows).set_index("candidates")
+
+    def figure(self) -> Any:
+        """The matplotlib ``Figure`` of :meth:`plot` (not saved)."""
+        from ._plot import figure
+
+        return figure(self)
+
+    def plot(self, path: str | Path) -> Path:
+        """Write the four panels to ``path`` (.png, .jpg, .pdf or .svg); returns the path."""
+        from ._plot import plot
+
+        return plot(self, Path(path))
+
+    def save_runs(self, folder: str | Path) -> list[Path]:
+        """The evaluated rankings as TREC run files (``first_stage.trec``,
+        ``rerank_<c>.trec``), to check the numbers with any tool."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "first_stage.trec"]
+        write_trec_run(paths[0], self.first_order, "first_stage")
+        for c, order in self.orders.items():
+            path = out / f"rerank_{c}.trec"
+            write_trec_run(path, order, f"rerank_{c}")
+            paths.append(path)
+        return paths
+
+    def _repr_html_(self) -> str:
+        k = self.cutoff
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in (
+                "candidates",
+                f"nDCG@{k}",
+                "gain [95% CI]",
+                f"MRR@{k}",
+                f"R@{k}",
+                "pool recall",
+                "tokens/query",
+                "p50 ms",
+                "p95 ms",
+                "$ / 1k queries",
+            )
+        )
+        rows = []
+        rec = self.recommendation
+        for d in self.depths:
+            ci = "" if d.gain_ci is None else f" [{d.gain_ci[0]:+.3f}, {d.gain_ci[1]:+.3f}]"
+            style = ' style="font-weight:bold"' if d.candidates == rec.candidates else ""
+            cells = (
+                d.candidates,
+                f"{d.ndcg:.4f}",
+                f"{d.gain:+.3f}{ci}",
+                f"{d.mrr:.4f}",
+                f"{d.recall:.4f}",
+                f"{d.pool_recall:.4f}",
+                _num(d.tokens_per_query, ",.0f") + ("~" if d.tokens_estimated else ""),
+                _num(d.latency_p50_ms, ".1f"),
+                _num(d.latency_p95_ms, ".1f"),
+                _num(d.cost_per_1000_queries, ".4f"),
+            )
+            rows.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        fs = self.first_stage
+        parts = [
+            f"<p>{self.queries} judged queries; scored by {html.escape(self.scorer)}. "
+            f"First stage ({html.escape(self.first_stage_name)}): nDCG@{k} {fs['ndcg']:.4f}, "
+            f"MRR@{k} {fs['mrr']:.4f}, R@{k} {fs['recall']:.4f}.</p>",
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>",
+            f"<p><b>Recommendation:</b> {html.escape(rec.reason)}</p>",
+            *(f"<p>&#9888; {html.escape(w)}</p>" for w in rec.warnings),
+        ]
+        if rec.llama_index and rec.langchain:
+            parts += [
+                f"<p>LlamaIndex:</p><pre>{html.escape(rec.llama_index)}</pre>",
+                f"<p>LangChain:</p><pre>{html.escape(rec.langchain)}</pre>",
+            ]
+        return "<div>" + "".join(parts) + "</div>"

@@ -1,0 +1,664 @@
+"""``together_rerank_plugins.evaluation``: the library behind ``together-rerank eval``.
+
+Offline throughout: the reranker is the embedded test endpoint with its pointwise
+word-overlap scorer (not LlamaRank), or a scorer written here whose answer is known; the
+retrievers are a LlamaIndex ``VectorStoreIndex`` and a LangChain ``InMemoryVectorStore``
+over the packaged synthetic ``sample`` with the package's bag-of-words hash embedding.
+Every figure is checked against a definition written here, not against the code's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.test_cli_eval import reference
+from together_rerank_plugins import RerankClient, evaluation
+from together_rerank_plugins.evaluation import (
+    DepthResult,
+    EvalDataset,
+    EvaluationError,
+    evaluate_reranking,
+    load_dataset,
+    recommend,
+    score_threshold,
+)
+from together_rerank_plugins.evaluation._metrics import bootstrap_ci
+from together_rerank_plugins.testing import (
+    LexicalRerankEndpoint,
+    hash_embedding,
+    pointwise_lexical_scores,
+)
+
+SAMPLE = load_dataset("sample")
+
+
+def pointwise() -> LexicalRerankEndpoint:
+    return LexicalRerankEndpoint(scorer=pointwise_lexical_scores)
+
+
+def client(endpoint: LexicalRerankEndpoint | None = None, **kwargs: Any) -> RerankClient:
+    return RerankClient(api_key="offline", transport=endpoint or pointwise(), **kwargs)
+
+
+# -- frameworks' retrievers over the sample ----------------------------------------------------
+def llama_index_retriever(top_k: int = 3) -> Any:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+
+    class HashEmbedding(BaseEmbedding):
+        def _get_query_embedding(self, query: str) -> Embedding:
+            return hash_embedding(query)
+
+        async def _aget_query_embedding(self, query: str) -> Embedding:
+            return hash_embedding(query)
+
+        def _get_text_embedding(self, text: str) -> Embedding:
+            return hash_embedding(text)
+
+    assert SAMPLE.corpus is not None
+    docs = [Document(text=text, id_=did) for did, text in SAMPLE.corpus.items()]
+    index = VectorStoreIndex.from_documents(docs, embed_model=HashEmbedding())
+    return index.as_retriever(similarity_top_k=top_k)
+
+
+def langchain_retriever(k: int = 3) -> Any:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    class HashEmbeddings(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [hash_embedding(t) for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return hash_embedding(text)
+
+    assert SAMPLE.corpus is not None
+    store = InMemoryVectorStore(embedding=HashEmbeddings())
+    store.add_documents([Document(page_content=t, id=d) for d, t in SAMPLE.corpus.items()])
+    return store.as_retriever(search_kwargs={"k": k})
+
+
+def reference_means(order: dict[str, list[str]], k: int = 10) -> dict[str, float]:
+    qrels = SAMPLE.qrels
+    return {
+        "ndcg": reference(qrels, order, f"nDCG@{k}"),
+        "mrr": reference(qrels, order, f"RR@{k}"),
+        "recall": reference(qrels, order, f"R@{k}"),
+    }
+
+
+def check_against_definitions(report: evaluation.RerankEvaluation) -> None:
+    """Every figure of ``report`` from its saved rankings, by the textbook definitions."""
+    assert report.first_stage == pytest.approx(reference_means(report.first_order))
+    for d in report.depths:
+        order = report.orders[d.candidates]
+        assert (d.ndcg, d.mrr, d.recall) == pytest.approx(tuple(reference_means(order).values()))
+        assert d.gain == pytest.approx(d.ndcg - report.first_stage["ndcg"])
+        per_query = [
+            reference({q: g}, order, "nDCG@10") - reference({q: g}, report.first_order, "nDCG@10")
+            for q, g in SAMPLE.qrels.items()
+        ]
+        assert report.gains[d.candidates] == pytest.approx(per_query)
+        assert d.gain_ci is not None
+        assert d.gain_ci[0] <= d.gain + 1e-12
+        assert d.gain_ci[1] >= d.gain - 1e-12
+        pools = [
+            len({x for x in report.first_order[q][: d.candidates]} & rel) / len(rel)
+            for q in SAMPLE.qrels
+            for rel in [{x for x, g in SAMPLE.qrels[q].items() if g >= 1}]
+        ]
+        assert d.pool_recall == pytest.approx(sum(pools) / len(pools))
+
+
+# -- sweeps over the frameworks' retrievers ------------------------------------------------------
+def test_sweep_over_a_llama_index_vector_store_retriever() -> None:
+    retriever = llama_index_retriever(top_k=3)
+    endpoint = pointwise()
+    report = evaluate_reranking(
+        retriever, client(endpoint), SAMPLE, candidates=[5, 10, 20], latency_sample=0
+    )
+    # the user's object is unchanged; the evaluation retrieved 20 on a copy
+    assert retriever.similarity_top_k == 3
+    assert len(retriever.retrieve("bees honey")) == 3
+    assert report.retriever_depth == "similarity_top_k=20"
+    assert all(len(v) == 20 for v in report.first_order.values())
+    # ids: the nodes' ref_doc_id (the Documents' ids) matched the dataset by default
+    assert set(report.first_order["q-bees"]) <= set(SAMPLE.corpus or {})
+    check_against_definitions(report)
+    # one scoring pass: one request per query, each with its 20 candidates
+    assert sorted(len(r["documents"]) for r in endpoint.requests) == [20] * 8
+    assert report.documents_sent == 8 * 20
+    assert report.requests == 8
+
+
+def test_sweep_over_a_langchain_vector_store_retriever() -> None:
+    retriever = langchain_retriever(k=3)
+    report = evaluate_reranking(
+        retriever, client(), SAMPLE, candidates=[5, 10, 20], latency_sample=2
+    )
+    assert retriever.search_kwargs == {"k": 3}
+    assert len(retriever.invoke("bees honey")) == 3
+    assert report.retriever_depth == 'search_kwargs["k"]=20'
+    check_against_definitions(report)
+    assert report.latency_queries == 2
+    assert report.latency_documents_sent == 2 * (5 + 10 + 20)
+    for d in report.depths:
+        assert d.latency_p50_ms is not None
+        assert d.latency_p95_ms is not None
+        assert d.latency_p95_ms >= d.latency_p50_ms > 0
+
+
+def test_langchain_ids_from_metadata_and_the_adapters_as_rerankers() -> None:
+    from together_rerank_plugins.langchain import TogetherRerank as LangChainRerank
+    from together_rerank_plugins.llama_index import TogetherRerank as LlamaIndexRerank
+
+    retriever = langchain_retriever_with_metadata_ids()
+    for reranker in (
+        LangChainRerank(api_key="offline", transport=pointwise(), top_n=2),
+        LlamaIndexRerank(api_key="offline", transport=pointwise(), top_n=2),
+    ):
+        report = evaluate_reranking(
+            retriever, reranker, SAMPLE, candidates=[5, 10], latency_sample=0, id_key="doc_id"
+        )
+        check_against_definitions(report)
+        # the adapter's own top_n does not cut what is scored: every candidate has a score
+        assert report.documents_sent == 8 * 10
+        assert reranker.top_n == 2
+
+
+def langchain_retriever_with_metadata_ids() -> Any:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    class HashEmbeddings(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [hash_embedding(t) for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return hash_embedding(text)
+
+    assert SAMPLE.corpus is not None
+    store = InMemoryVectorStore(embedding=HashEmbeddings())
+    store.add_documents(
+        [Document(page_content=t, metadata={"doc_id": d}) for d, t in SAMPLE.corpus.items()]
+    )
+    return store.as_retriever(search_kwargs={"k": 4})
+
+
+def test_ids_that_match_nothing_are_refused_showing_one_of_each() -> None:
+    def retriever(query: str) -> list[dict[str, str]]:
+        return [{"id": "doc-7", "text": "bees make honey"}]
+
+    endpoint = pointwise()
+    with pytest.raises(EvaluationError) as exc:
+        evaluate_reranking(retriever, client(endpoint), SAMPLE, candidates=[5])
+    message = str(exc.value)
+    assert "'doc-7'" in message
+    assert "'bees-0'" in message  # the dataset's first id, sorted
+    assert "id_key=" in message
+    assert endpoint.requests == []  # refused before anything was sent
+
+
+def test_a_retriever_whose_depth_cannot_be_set_is_said_so() -> None:
+    assert SAMPLE.corpus is not None
+    ids = list(SAMPLE.corpus)
+
+    def three(query: str) -> list[str]:  # ids of the corpus: the text comes from it
+        words = set(query.split())
+        return sorted(ids, key=lambda d: -len(words & set(SAMPLE.corpus[d].split())))[:3]
+
+    report = evaluate_reranking(three, client(), SAMPLE, candidates=[2, 5], latency_sample=0)
+    assert report.retriever_depth.startswith("not set: three is a plain function")
+    warning = next(w for w in report.warnings if "could not be set" in w)
+    assert "8 of 8 queries returned fewer than 5 candidates" in warning
+    assert [d.short_queries for d in report.depths] == [0, 8]
+    assert warning in report.recommendation.warnings
+
+
+def test_one_pass_sends_each_querys_deepest_list_once_and_a_cache_makes_it_free(
+    tmp_path: Path,
+) -> None:
+    from langchain_classic.storage import LocalFileStore
+
+    depths = [5, 10, 15, 20, 25, 30, 40]
+    retriever = langchain_retriever(k=3)
+    endpoint = pointwise()
+    store = LocalFileStore(tmp_path)
+    first = evaluate_reranking(
+        retriever, client(endpoint, cache=store), SAMPLE, candidates=depths, latency_sample=0
+    )
+    # Σ over queries of the deepest list (40: the whole corpus), not Σ over depths
+    assert first.documents_sent == 8 * 40
+    assert sum(len(r["documents"]) for r in endpoint.requests) == 8 * 40
+    endpoint.requests.clear()
+    again = evaluate_reranking(
+        retriever, client(endpoint, cache=store), SAMPLE, candidates=depths, latency_sample=1
+    )
+    assert again.documents_sent == 0
+    assert again.cache_hits == 8 * 40
+    # latency is still measured on real calls: one query, every depth, uncached
+    assert sorted(len(r["documents"]) for r in endpoint.requests) == depths
+    assert [d.ndcg for d in again.depths] == [d.ndcg for d in first.depths]
+
+
+# -- the bootstrap interval --------------------------------------------------------------------
+def bca_by_definition(
+    values: list[float], seed: int, resamples: int = 20_000
+) -> tuple[float, float]:
+    """Efron's BCa interval of the mean, written from its definition (Efron & Tibshirani,
+    An Introduction to the Bootstrap, 14.3): bias correction z0 from the share of bootstrap
+    means below the estimate, acceleration a from the jackknife."""
+    x = np.asarray(values)
+    n = len(x)
+    rng = np.random.default_rng(seed + 1)  # another stream than the code's
+    means = x[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
+    estimate = x.mean()
+    normal = NormalDist()
+    z0 = normal.inv_cdf(float(np.mean(means < estimate)))
+    jack = np.array([np.delete(x, i).mean() for i in range(n)])
+    d = jack.mean() - jack
+    a = float((d**3).sum() / (6 * (d**2).sum() ** 1.5))
+    out = []
+    for alpha in (0.025, 0.975):
+        z = normal.inv_cdf(alpha)
+        level = normal.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+        out.append(float(np.quantile(means, level)))
+    return out[0], out[1]
+
+
+def test_bootstrap_interval_is_the_bca_interval_of_the_mean_gain() -> None:
+    rng = np.random.default_rng(7)
+    gains = list(np.round(rng.normal(0.05, 0.2, size=60), 4))
+    low, high = bootstrap_ci(gains, seed=3) or (math.nan, math.nan)
+    ref_low, ref_high = bca_by_definition(gains, seed=3)
+    width = ref_high - ref_low
+    assert low == pytest.approx(ref_low, abs=0.05 * width)
+    assert high == pytest.approx(ref_high, abs=0.05 * width)
+    # seeded: the same interval every time
+    assert bootstrap_ci(gains, seed=3) == (low, high)
+    # a 95% interval of the mean is about mean ± 1.96 standard errors
+    se = float(np.std(gains, ddof=1) / math.sqrt(len(gains)))
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_bootstrap_degenerate_cases() -> None:
+    assert bootstrap_ci([0.25] * 12, seed=0) == (0.25, 0.25)  # every gain the same
+    assert bootstrap_ci([0.0] * 5, seed=0) == (0.0, 0.0)
+    assert bootstrap_ci([0.3], seed=0) is None  # one query: no interval
+    # all but one equal: a real interval, finite, around the mean
+    low, high = bootstrap_ci([0.0] * 9 + [1.0], seed=0) or (math.nan, math.nan)
+    assert 0.0 <= low <= 0.1 <= high <= 1.0
+
+
+# -- the recommendation rule, on constructed data --------------------------------------------
+def depth(c: int, gain: float, ci: tuple[float, float] | None, pool: float = 0.9) -> DepthResult:
+    return DepthResult(c, 0.5 + gain, 0.5, 0.5, pool, gain, ci)
+
+
+def test_recommends_the_smallest_depth_within_keep_of_the_best() -> None:
+    depths = [
+        depth(5, 0.02, (0.01, 0.03)),
+        depth(10, 0.058, (0.03, 0.08)),
+        depth(20, 0.06, (0.04, 0.08)),
+        depth(50, 0.059, (0.03, 0.09)),
+    ]
+    scores = {10: [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]}
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=100, relevant_scores=scores)
+    assert rec.helped is True
+    assert rec.candidates == 10  # 0.058 >= 0.95 * 0.06; 0.02 is not
+    assert rec.top_n == 10
+    # the highest t keeping at least 95% of the 10 relevant documents: all 10 -> 0.05
+    assert rec.score_threshold == 0.05
+    assert rec.warnings == ()
+    assert rec.llama_index is not None
+    assert "similarity_top_k=10" in rec.llama_index
+    assert "TogetherRerank(top_n=10, score_threshold=0.05)" in rec.llama_index
+    assert rec.langchain is not None
+    assert 'search_kwargs={"k": 10}' in rec.langchain
+    # keep=0.3: the smallest depth within 30% of the best
+    rec = recommend(depths, cutoff=10, keep=0.3, queries=100, relevant_scores=scores)
+    assert rec.candidates == 5
+
+
+def test_score_threshold_by_definition() -> None:
+    scores = [0.9, 0.1, 0.5, 0.7, 0.3]
+    for keep in (0.2, 0.5, 0.6, 0.8, 1.0):
+        t = score_threshold(scores, keep)
+        assert t is not None
+        kept = sum(s >= t for s in scores)
+        assert kept >= keep * len(scores)
+        # the highest such t: any higher score keeps too few
+        assert all(sum(s >= h for s in scores) < keep * len(scores) for h in scores if h > t)
+    assert score_threshold([], 0.95) is None
+
+
+def test_did_not_measurably_help_says_how_many_more_queries_would_tell() -> None:
+    depths = [depth(5, 0.01, (-0.01, 0.03)), depth(10, 0.02, (-0.02, 0.06))]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=50, relevant_scores={})
+    assert rec.helped is False
+    assert rec.candidates is None
+    assert rec.score_threshold is None
+    assert rec.llama_index is None
+    assert "did not measurably help" in rec.reason
+    # half-width 0.04 at 50 queries; to exclude zero at a gain of 0.02 it must halve:
+    # 50 * (0.04 / 0.02)^2 = 200 queries in all, 150 more
+    assert "about 150 more judged queries (200 in all)" in rec.reason
+
+
+def test_worse_at_every_depth_is_said_so() -> None:
+    depths = [depth(5, -0.03, (-0.05, -0.01)), depth(10, -0.04, (-0.06, -0.02))]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=50, relevant_scores={})
+    assert rec.helped is False
+    assert "worse" in rec.reason
+
+
+def test_quality_falling_past_a_depth_and_a_low_first_stage_are_warned() -> None:
+    depths = [
+        depth(5, 0.05, (0.02, 0.08), pool=0.4),
+        depth(10, 0.08, (0.05, 0.11), pool=0.5),
+        depth(20, 0.04, (0.01, 0.07), pool=0.7),
+    ]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=80, relevant_scores={10: [0.5]})
+    assert rec.candidates == 10
+    assert any(w.startswith("quality falls past 10 candidates (the peak)") for w in rec.warnings)
+    assert any("finds only 50% of the relevant documents in its top 10" in w for w in rec.warnings)
+
+
+def planted(query_count: int = 6) -> tuple[EvalDataset, Any, LexicalRerankEndpoint]:
+    """Each query's relevant passage is 4th in the first stage; a distractor the reranker
+    scores highest is 12th; everything else scores low. Known answer: reranking 5 or 10
+    puts the relevant passage first (nDCG@10 1.0 from 1/log2(5)); 15 or 20 let the
+    distractor in above it (1/log2(3))."""
+    queries = {f"q{i}": f"question {i}" for i in range(query_count)}
+    qrels = {f"q{i}": {f"rel-{i}": 1} for i in range(query_count)}
+    lists = {}
+    for i in range(query_count):
+        ids = [f"other-{i}-{j}" for j in range(20)]
+        ids[3] = f"rel-{i}"
+        ids[11] = f"distractor-{i}"
+        lists[f"question {i}"] = [(d, d) for d in ids]  # (id, text) pairs
+
+    def scores(query: str, texts: list[str]) -> list[float]:
+        return [
+            0.9 if t.startswith("rel") else 1.0 if t.startswith("distractor") else 0.1
+            for t in texts
+        ]
+
+    return EvalDataset(queries, qrels), lists.__getitem__, LexicalRerankEndpoint(scorer=scores)
+
+
+def test_known_answer_end_to_end_with_a_peak() -> None:
+    data, retriever, endpoint = planted()
+    report = evaluate_reranking(
+        retriever, client(endpoint), data, candidates=[5, 10, 15, 20], latency_sample=0
+    )
+    first = 1 / math.log2(5)
+    assert report.first_stage["ndcg"] == pytest.approx(first)
+    assert [d.ndcg for d in report.depths] == pytest.approx(
+        [1, 1, 1 / math.log2(3), 1 / math.log2(3)]
+    )
+    assert [d.gain for d in report.depths] == pytest.approx(
+        [1 - first, 1 - first, 1 / math.log2(3) - first, 1 / math.log2(3) - first]
+    )
+    # every query gains the same: the interval is [g, g]
+    assert report.depths[0].gain_ci == pytest.approx((1 - first, 1 - first))
+    rec = report.recommendation
+    assert rec.helped is True
+    assert rec.candidates == 5
+    assert rec.score_threshold == 0.9  # the relevant passages' score
+    assert any(w.startswith("quality falls past 5 candidates") for w in rec.warnings)
+    assert report.relevant_scores[5] == [0.9] * 6
+    assert sorted(set(report.other_scores[20])) == [0.1, 1.0]
+
+
+def test_no_gain_end_to_end_did_not_help() -> None:
+    data, retriever, _ = planted()
+    flat = LexicalRerankEndpoint(scorer=lambda q, texts: [0.5] * len(texts))
+    report = evaluate_reranking(retriever, client(flat), data, candidates=[5, 10], latency_sample=0)
+    assert [d.gain for d in report.depths] == [0, 0]  # ties keep the first stage's order
+    assert [d.gain_ci for d in report.depths] == [(0.0, 0.0), (0.0, 0.0)]
+    assert report.recommendation.helped is False
+    assert "did not measurably help" in report.recommendation.reason
+
+
+# -- outputs -----------------------------------------------------------------------------------
+def test_as_dict_is_the_documented_json_contract() -> None:
+    data, retriever, endpoint = planted()
+    report = evaluate_reranking(
+        retriever,
+        client(endpoint),
+        data,
+        candidates=[5, 20],
+        latency_sample=2,
+        price_per_million_tokens=0.1,
+    )
+    out = json.loads(json.dumps(report.as_dict(), allow_nan=False))
+    assert out["cutoff"] == 10
+    assert out["queries"] == 6
+    assert set(out["first_stage"]) >= {"ndcg", "mrr", "recall"}
+    keys = {
+        "candidates",
+        "ndcg",
+        "mrr",
+        "recall",
+        "pool_recall",
+        "gain",
+        "gain_ci",
+        "tokens_per_query",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "cost_per_1000_queries",
+    }
+    for d in out["depths"]:
+        assert set(d) >= keys
+        assert len(d["gain_ci"]) == 2
+        # cost per 1,000 queries from the measured tokens and the price
+        assert d["cost_per_1000_queries"] == pytest.approx(d["tokens_per_query"] * 0.1 / 1e6 * 1000)
+    assert set(out["recommendation"]) >= {
+        "candidates",
+        "top_n",
+        "score_threshold",
+        "helped",
+        "reason",
+        "warnings",
+    }
+    assert out["offline"] is True
+    assert "not LlamaRank" in out["scorer"]
+
+
+def test_table_html_and_pandas() -> None:
+    data, retriever, endpoint = planted()
+    report = evaluate_reranking(
+        retriever, client(endpoint), data, candidates=[5, 20], latency_sample=0
+    )
+    table = report.table()
+    assert "not LlamaRank" in table.splitlines()[0]
+    assert "recommendation: 5 candidates" in table
+    assert "similarity_top_k=5" in table
+    assert 'search_kwargs={"k": 5}' in table
+    page = report._repr_html_()
+    assert "<table>" in page
+    assert "Recommendation:" in page
+    assert "quality falls past 5" in page
+    pd = pytest.importorskip("pandas")
+    frame = report.to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.index) == [5, 20]
+    assert frame.loc[5, "gain"] == pytest.approx(report.depths[0].gain)
+
+
+def test_plot_has_four_panels_with_the_interval_band_and_threshold(tmp_path: Path) -> None:
+    data, retriever, endpoint = planted()
+    report = evaluate_reranking(
+        retriever, client(endpoint), data, candidates=[5, 10, 20], latency_sample=1
+    )
+    path = report.plot(tmp_path / "eval.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    fig = report.figure()
+    quality, _gain, _cost, scores = fig.axes[:4]
+    assert quality.collections  # the nDCG interval band
+    assert any("0.9" in t.get_text() for t in scores.get_legend().get_texts())  # threshold
+    assert [line.get_xdata()[0] for line in scores.lines] == [0.9]
+    with pytest.raises(EvaluationError, match=r"\.png"):
+        report.plot(tmp_path / "eval.xyz")
+
+
+# -- running it --------------------------------------------------------------------------------
+async def test_works_inside_a_running_event_loop_and_async() -> None:
+    data, retriever, endpoint = planted(3)
+    sync = evaluate_reranking(retriever, client(endpoint), data, candidates=[5], latency_sample=0)
+    asynchronous = await evaluation.aevaluate_reranking(
+        retriever, client(endpoint), data, candidates=[5], latency_sample=0
+    )
+    assert sync.as_dict()["depths"] == asynchronous.as_dict()["depths"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"candidates": [0, 5]}, "candidates must be whole numbers >= 1"),
+        ({"cutoff": 0}, "cutoff must be"),
+        ({"keep": 1.5}, "keep must be in (0, 1]"),
+        ({"latency_sample": -1}, "latency_sample must be"),
+        ({"price_per_million_tokens": -1}, "price_per_million_tokens must be >= 0"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_sent(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    data, retriever, endpoint = planted(2)
+    with pytest.raises(EvaluationError) as exc:
+        evaluate_reranking(retriever, client(endpoint), data, **kwargs)
+    assert message in str(exc.value)
+    assert endpoint.requests == []
+
+
+def test_a_reranker_that_is_neither_adapter_nor_client_is_refused() -> None:
+    data, retriever, _ = planted(2)
+    with pytest.raises(EvaluationError, match="TogetherRerank"):
+        evaluate_reranking(retriever, object(), data)
+
+
+def test_importing_the_package_loads_no_heavy_dependency() -> None:
+    code = (
+        "import sys, together_rerank_plugins, together_rerank_plugins.evaluation\n"
+        "heavy = ['scipy', 'matplotlib', 'pytrec_eval', 'numpy', 'llama_index', "
+        "'langchain_core', 'pandas', 'bm25s']\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# -- datasets ----------------------------------------------------------------------------------
+def test_load_dataset_formats(tmp_path: Path) -> None:
+    assert len(SAMPLE.queries) == 8
+    assert SAMPLE.corpus is not None
+    assert len(SAMPLE.corpus) == 40
+    jsonl = tmp_path / "judged.jsonl"
+    jsonl.write_text(
+        '{"query": "how do bees make honey", "relevant": ["bees-0"]}\n'
+        '{"id": "tides", "query": "what causes tides", "relevant": {"tides-0": 2, "tides-1": 1}}\n'
+    )
+    data = load_dataset(jsonl)
+    assert data.queries == {"q1": "how do bees make honey", "tides": "what causes tides"}
+    assert data.qrels == {"q1": {"bees-0": 1}, "tides": {"tides-0": 2, "tides-1": 1}}
+    assert data.corpus is None
+    # what LlamaIndex's generate_question_context_pairs saves (EmbeddingQAFinetuneDataset)
+    llama = tmp_path / "qa.json"
+    llama.write_text(
+        json.dumps(
+            {
+                "queries": {"u1": "how do bees make honey"},
+                "corpus": {"n1": "Bees turn nectar into honey."},
+                "relevant_docs": {"u1": ["n1"]},
+                "mode": "text",
+            }
+        )
+    )
+    data = load_dataset(llama)
+    assert data.qrels == {"u1": {"n1": 1}}
+    assert data.corpus == {"n1": "Bees turn nectar into honey."}
+    assert len(load_dataset("sample", max_queries=3).queries) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"query": "q"}\n', '"relevant"'),
+        ('{"relevant": ["a"]}\n', '"query"'),
+        ("not json\n", "not valid JSON"),
+        (
+            '{"id": "a", "query": "q", "relevant": ["x"]}\n{"id": "a", "query": "r", '
+            '"relevant": ["y"]}\n',
+            "appears twice",
+        ),
+    ],
+)
+def test_bad_jsonl_rows_say_which_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "judged.jsonl"
+    path.write_text(content)
+    with pytest.raises(EvaluationError) as exc:
+        load_dataset(path)
+    assert message in str(exc.value)
+    assert "line" in str(exc.value)
+
+
+def test_eval_dataset_checks_its_input() -> None:
+    with pytest.raises(EvaluationError, match="not in queries"):
+        EvalDataset(queries={"a": "x"}, qrels={"b": {"d": 1}})
+    with pytest.raises(EvaluationError, match="whole numbers"):
+        EvalDataset(queries={"a": "x"}, qrels={"a": {"d": 0.5}})  # type: ignore[dict-item]
+    data = EvalDataset(queries={"a": "x", "b": "y"}, qrels={"a": {"d": 1}})
+    assert data.queries == {"a": "x"}  # only judged queries are evaluated
+
+
+def test_async_retrievers_and_functions(tmp_path: Path) -> None:
+    data, retriever, endpoint = planted(2)
+
+    async def later(query: str) -> list[tuple[str, str]]:
+        await asyncio.sleep(0)
+        return list(retriever(query))
+
+    report = evaluate_reranking(later, client(endpoint), data, candidates=[5], latency_sample=0)
+    assert report.depths[0].ndcg == 1.0
+
+
+# -- docs/evaluation.md shows what the example prints ------------------------------------------
+def test_docs_example_output_is_what_it_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first example of docs/evaluation.md, run here, prints the page's table; only the
+    latency columns (timed) may differ."""
+    page = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    shown = page.split("It prints", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "evaluation.md", "exec"), {"__name__": "__main__"})
+    printed = capsys.readouterr().out
+    assert (tmp_path / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+
+    def masked(text: str) -> list[list[str]]:
+        rows = []
+        for line in text.splitlines():
+            words = line.split()
+            if len(words) == 12 and words[0].isdigit():  # a depth row: p50, p95 are timed
+                words[-3:-1] = ["ms", "ms"]
+            rows.append(words)
+        return rows
+
+    assert masked(printed) == masked(shown)
