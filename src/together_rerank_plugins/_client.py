@@ -214,6 +214,8 @@ class RerankClient:
         self.failover = failover_clients(failover)
         check_one_breaker_per_endpoint(circuit_breaker, self.failover)
         self._sdk = SDKClients(settings, transport)
+        #: False for :meth:`with_deadline` clones: they share the pool and never close it
+        self._owns_connections = True
         #: the scorer a cache key names (route digest included; never credentials)
         self._endpoint_id = endpoint_identity(settings.base_url, settings.default_headers)
         #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
@@ -286,10 +288,18 @@ class RerankClient:
 
     def with_deadline(self, deadline: float | None) -> RerankClient:
         """A client with another ``deadline`` that shares this one's configuration,
-        connections and cache (cheap: use one per call)."""
+        connections, cache, breaker and failover clients (cheap: use one per call).
+
+        The connections stay this client's: closing the clone (``close()``, ``aclose()``,
+        a ``with`` block) closes nothing, so calls on this client from other threads or
+        tasks go on; close this client to close them."""
+        return self._clone(deadline, owns_connections=False)
+
+    def _clone(self, deadline: float | None, *, owns_connections: bool) -> RerankClient:
         clone = object.__new__(RerankClient)
         clone.__dict__.update(self.__dict__)
         clone.deadline = validate_deadline(deadline)
+        clone._owns_connections = owns_connections
         return clone
 
     def __copy__(self) -> RerankClient:
@@ -307,12 +317,17 @@ class RerankClient:
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         """Close the sync SDK client's connections (async ones close with :meth:`aclose`
-        or when their event loop shuts down)."""
-        self._sdk.close()
+        or when their event loop shuts down). On a :meth:`with_deadline` clone (and the
+        adapters' ``with_options`` copies' clients), which shares another client's
+        connections, it does nothing: they stay open for that client."""
+        if self._owns_connections:
+            self._sdk.close()
 
     async def aclose(self) -> None:
-        """Close the SDK client of the running event loop, and the sync one."""
-        await self._sdk.aclose()
+        """Close the SDK client of the running event loop, and the sync one (nothing on a
+        clone that shares another client's connections: see :meth:`close`)."""
+        if self._owns_connections:
+            await self._sdk.aclose()
 
     def __enter__(self) -> RerankClient:
         return self

