@@ -6,6 +6,7 @@ on the code before its fix. No test opens a non-loopback socket."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -146,3 +147,41 @@ async def _acall(fn: Callable[..., Any]) -> Any:
         return await fn(QUERY, DOCS)
     except trp.RerankError as exc:
         return exc
+
+
+# -- 3. warm_up() warms everything the first call would load ---------------------------------
+def test_after_warm_up_the_first_call_imports_nothing_more() -> None:
+    """The SDK imports ``together.resources`` (about 300 modules, 0.2-0.4 s) on the first
+    request, which ``warm_up()`` left to the first call, inside its deadline. After
+    ``warm_up()`` the first call (sync or async) must load nothing a later call would not:
+    checked in a fresh process by the modules each first call imports."""
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, sys
+from together_rerank_plugins import RerankClient
+from together_rerank_plugins.testing import LexicalRerankEndpoint
+endpoint = LexicalRerankEndpoint()
+client = RerankClient(api_key="k", transport=endpoint, deadline=0.8)
+client.warm_up()
+sent = len(endpoint.requests)
+before = set(sys.modules)
+client.rerank("red apples", ["red apples", "green pears"])
+sync_new = sorted(set(sys.modules) - before)
+before = set(sys.modules)
+asyncio.run(client.arerank("red apples", ["red apples", "green pears"]))
+async_new = sorted(set(sys.modules) - before)
+print(json.dumps([sent, len(endpoint.requests), sync_new, async_new]))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    sent, requests, sync_new, async_new = json.loads(out.stdout)
+    assert (sent, requests) == (0, 2)  # warm_up sent nothing; both calls were sent
+    assert sync_new == [], f"the first sync call imported {len(sync_new)}: {sync_new[:5]}"
+    assert async_new == [], f"the first async call imported {len(async_new)}: {async_new[:5]}"

@@ -276,14 +276,18 @@ class RerankClient:
         )
 
     def warm_up(self) -> RerankClient:
-        """Load the ``together`` SDK and build the sync client now, for this client and its
-        ``failover`` endpoints, without sending anything; returns ``self``.
+        """Do now, for this client and its ``failover`` endpoints, everything the first
+        call would do once per process: load the ``together`` SDK and the modules its first
+        request imports, build the sync client, run one request through the sending path
+        on an in-process stand-in; nothing is sent. Returns ``self``.
 
         Otherwise the first call in a process does it (about half a second, mostly the SDK's
-        import) inside that call's ``deadline``. Call it at a service's start-up.
+        imports) inside that call's ``deadline``. After it, the first call (sync or async)
+        costs what later calls cost, except opening the connection (and TLS session) to
+        the endpoint, which only a real request can do. Call it at a service's start-up.
         """
         for client in (self, *self.failover):
-            client._sdk._sync_client()
+            client._sdk.warm_up()
         return self
 
     def with_deadline(self, deadline: float | None) -> RerankClient:

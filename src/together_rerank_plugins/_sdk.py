@@ -131,6 +131,28 @@ class SDKClients:
                     self._sync_finalizer = weakref.finalize(self, client.close)
         return client
 
+    def warm_up(self) -> None:
+        """Build the sync client, and run one request through the whole sending path (the
+        SDK's request building, its lazily imported ``together.resources``, our httpx hooks
+        and backend, decoding) on a throwaway client whose transport answers in process:
+        nothing is sent, and the first real call costs what later calls cost."""
+        import httpx
+        from together import Together
+
+        from ._transport import build_sync_http_client
+
+        self._sync_client()
+        # a URL that says so in the one line httpx logs (at INFO) for the dry request
+        kwargs = self._sdk_kwargs() | {"base_url": "http://warm-up.invalid/v1"}
+        answer = b'{"results": [{"index": 0, "relevance_score": 0.0}]}'
+        dry = httpx.MockTransport(lambda request: httpx.Response(200, content=answer))
+        with build_sync_http_client(kwargs["base_url"], self.settings.timeout, dry) as http:
+            client = Together(**kwargs, http_client=http)
+            response = client.rerank.with_raw_response.create(
+                model=self.settings.model, query="warm up", documents=["warm up"]
+            )
+            self.decode(response.read())
+
     async def _async_client(self) -> AsyncTogether:
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
