@@ -365,11 +365,13 @@ def test_a_failover_that_cannot_take_rank_fields_is_skipped_then_the_call_falls_
             results = primary.rerank(QUERY, docs, rank_fields=["text"])
         else:
             results = asyncio.run(primary.arerank(QUERY, docs, rank_fields=["text"]))
-        assert results.fallback and [r.index for r in results] == [0, 1]
+        assert results.fallback
+        assert [r.index for r in results] == [0, 1]
         assert isinstance(results.error, trp.ServerError)  # the primary's failure, not ours
     assert endpoint.requests == []  # nothing was sent to the endpoint that cannot take it
     skipped = [r for r in caplog.records if "cannot serve" in r.getMessage()]
-    assert len(skipped) == 1 and skipped[0].levelno == logging.WARNING  # logged once
+    assert len(skipped) == 1  # logged once...
+    assert skipped[0].levelno == logging.WARNING
     # a call it can serve still goes to it
     assert primary.rerank(QUERY, ["red apples"]).failed_over
 
@@ -381,7 +383,8 @@ def test_a_failover_that_cannot_take_rank_fields_is_skipped_for_the_next_one() -
         api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[mxbai, secondary]
     )
     results = primary.rerank(QUERY, [{"text": "red apples"}], rank_fields=["text"])
-    assert results.served_by == secondary.endpoint and not results.fallback
+    assert results.served_by == secondary.endpoint
+    assert not results.fallback
     assert len(backup.requests) == 1
     # on_error="raise": the primary's own error, not an input error about the failover
     alone = RerankClient(api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[mxbai])

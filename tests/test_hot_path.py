@@ -56,8 +56,7 @@ class HeldFirstAnswer:
     async def ahandle(self, request: httpx.Request) -> httpx.Response:
         first = self._first(request)
         if first is not None:
-            while not self.release.is_set():
-                await asyncio.sleep(0.005)
+            assert await asyncio.to_thread(self.release.wait, 10)
             return first
         return await self.scorer.handle_async_request(request)
 
@@ -100,7 +99,8 @@ def test_closing_a_clone_leaves_the_originals_pool_open_for_a_call_in_flight(how
     server.release.set()
     worker.join(10)
     # the original's call was retried on its own pool and got its ranking
-    assert outcome and [r.index for r in outcome[0]] == EXPECTED, outcome
+    assert len(outcome) == 1, outcome
+    assert [r.index for r in outcome[0]] == EXPECTED, outcome
     assert [r.index for r in client.rerank(QUERY, DOCS)] == EXPECTED
     client.close()
 
@@ -111,8 +111,7 @@ def test_closing_a_clone_leaves_the_originals_pool_open_async() -> None:
 
     async def main() -> Any:
         call = asyncio.ensure_future(_acall(client.arerank))
-        while not server.entered.is_set():
-            await asyncio.sleep(0.005)
+        assert await asyncio.to_thread(server.entered.wait, 10)
         async with client.with_deadline(5.0) as clone:
             await clone.arerank(QUERY, DOCS)
         server.release.set()
@@ -185,3 +184,139 @@ print(json.dumps([sent, len(endpoint.requests), sync_new, async_new]))
     assert (sent, requests) == (0, 2)  # warm_up sent nothing; both calls were sent
     assert sync_new == [], f"the first sync call imported {len(sync_new)}: {sync_new[:5]}"
     assert async_new == [], f"the first async call imported {len(async_new)}: {async_new[:5]}"
+
+
+# -- 10. a 429 keeps its status and Retry-After ------------------------------------------------
+def test_a_429_after_its_retries_carries_the_servers_retry_after() -> None:
+    throttled = httpx.MockTransport(
+        lambda r: httpx.Response(429, headers={"retry-after-ms": "1500"}, json={})
+    )
+    client = RerankClient(api_key=TEST_KEY, transport=throttled, max_retries=0)
+    with pytest.raises(trp.RateLimitError) as caught:
+        client.rerank(QUERY, DOCS)
+    assert caught.value.retry_after == 1.5
+    assert "1.5 s" in str(caught.value)
+
+
+# -- 1. a failover endpoint is not charged for the primary's slowness -------------------------
+class Server(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """An in-process endpoint that answers after ``latency`` seconds, or never (``None``),
+    honouring each attempt's bound as the real sockets do: the client gives every attempt
+    ``min(timeout, time left in the deadline)`` (``request.extensions["timeout"]``), and
+    an attempt that would take longer ends with a read timeout at that bound."""
+
+    def __init__(self, latency: float | None) -> None:
+        self.latency = latency
+        self.scorer = LexicalRerankEndpoint()
+        self.requests = 0
+
+    def _wait(self, request: httpx.Request) -> tuple[float, bool]:
+        self.requests += 1
+        budget = request.extensions["timeout"]["read"]
+        if self.latency is None or (budget is not None and budget < self.latency):
+            return budget, False
+        return self.latency, True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        import time
+
+        seconds, answers = self._wait(request)
+        time.sleep(seconds)
+        if not answers:
+            raise httpx.ReadTimeout("no answer within the attempt", request=request)
+        return self.scorer.handle_request(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        seconds, answers = self._wait(request)
+        await asyncio.sleep(seconds)
+        if not answers:
+            raise httpx.ReadTimeout("no answer within the attempt", request=request)
+        return await self.scorer.handle_async_request(request)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failover_endpoint_cut_short_by_the_primarys_slowness_keeps_its_breaker_closed(
+    mode: str,
+) -> None:
+    """The settings docs/production.md recommends: a deadline, the primary's timeout at
+    half of it, a breaker per endpoint, one failover. The primary hangs; the secondary
+    answers at two thirds of the deadline. While the primary is tried first, the
+    secondary is left a third of the deadline and is cut short: that is not its failure.
+    Once the primary's breaker is open, the secondary has the whole deadline and serves
+    every call. (On the old code both breakers opened and every call fell back.)"""
+    deadline = 0.6
+    primary_breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
+    secondary_breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
+    slow_but_healthy = Server(latency=deadline * 2 / 3)
+    secondary = RerankClient(
+        model="acme/rerank-backup",
+        api_key=TEST_KEY,
+        base_url="http://backup.example",
+        transport=slow_but_healthy,
+        circuit_breaker=secondary_breaker,
+    )
+    primary = RerankClient(
+        api_key=TEST_KEY,
+        transport=Server(latency=None),
+        timeout=deadline / 2,
+        max_retries=0,
+        deadline=deadline,
+        circuit_breaker=primary_breaker,
+        failover=[secondary],
+        on_error="fallback",
+    )
+
+    async def calls() -> list[Any]:
+        return [await primary.arerank(QUERY, DOCS) for _ in range(5)]
+
+    results = [primary.rerank(QUERY, DOCS) for _ in range(5)] if mode == "sync" else (
+        asyncio.run(calls()))  # fmt: skip
+    assert [r.fallback for r in results] == [True, True, False, False, False]
+    assert all(r.served_by == secondary.endpoint for r in results[2:])
+    assert [[x.index for x in r] for r in results[2:]] == [EXPECTED] * 3
+    assert primary_breaker.state == "open"
+    assert secondary_breaker.state == "closed"
+    assert secondary_breaker.failures == 0
+    assert slow_but_healthy.requests >= 5  # it was tried on every call
+
+
+def test_an_endpoint_that_had_the_whole_deadline_is_still_charged_for_running_it_out() -> None:
+    """A hanging primary with ``timeout`` above ``deadline`` still opens its breaker: it
+    had the call's whole deadline (kept from the earlier design)."""
+    breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
+    client = RerankClient(
+        api_key=TEST_KEY,
+        transport=Server(latency=None),
+        deadline=0.2,
+        circuit_breaker=breaker,
+        on_error="fallback",
+    )
+    for _ in range(2):
+        assert client.rerank(QUERY, DOCS).fallback
+    assert breaker.state == "open"
+
+
+def test_a_failover_endpoint_that_runs_out_its_own_timeout_is_charged() -> None:
+    """Left enough of the deadline for a whole attempt, a hanging secondary times out on its
+    own ``timeout``: that counts against it."""
+    breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
+    secondary = RerankClient(
+        model="acme/rerank-backup",
+        api_key=TEST_KEY,
+        base_url="http://backup.example",
+        transport=Server(latency=None),
+        timeout=0.1,
+        max_retries=0,
+        circuit_breaker=breaker,
+    )
+    primary = RerankClient(
+        api_key=TEST_KEY,
+        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={})),
+        max_retries=0,
+        deadline=1.0,
+        failover=[secondary],
+        on_error="fallback",
+    )
+    for _ in range(2):
+        assert primary.rerank(QUERY, DOCS).fallback
+    assert breaker.state == "open"

@@ -76,8 +76,10 @@ class RerankClient:
     timeouts and connection errors, with backoff that honours ``Retry-After``. ``timeout`` is
     seconds per attempt: an attempt ends within it whatever the server does. ``deadline``
     (seconds, default None) bounds one whole call: every batch, attempt, backoff and
-    ``Retry-After`` wait; when it runs out the call raises :class:`RerankTimeoutError` (or,
-    with ``on_error="fallback"``, returns the fallback at once).
+    ``Retry-After`` wait; when it runs out the call raises :class:`RerankTimeoutError` (a
+    retry whose wait does not fit ends the call with its answer's error instead: a 429 is a
+    :class:`RateLimitError` with ``retry_after``), or, with ``on_error="fallback"``,
+    returns the fallback at once.
 
     Scale and cost:
 
@@ -456,8 +458,13 @@ class RerankClient:
                 return failover(self, plan, exc, deadline)
             return self._failed(plan, exc)
 
-    def _attempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
-        """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise."""
+    def _attempt(
+        self, plan: CallPlan, deadline: Deadline | None, *, whole_deadline: bool = True
+    ) -> RerankResults:
+        """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise.
+
+        ``whole_deadline``: no other endpoint of the call sent anything before this one, so
+        it had the call's whole ``deadline`` (see :meth:`_record`)."""
         keys: list[str] = []
         if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
@@ -479,9 +486,9 @@ class RerankClient:
                 for i, answer in enumerate(answers):
                     plan.absorb(i, answer)
             except BaseException as exc:
-                self._record(probe, exc)
+                self._record(probe, exc, whole_deadline)
                 raise
-            self._record(probe, None)
+            self._record(probe, None, whole_deadline)
         fresh = plan.fresh_scores(keys) if keys else []
         if fresh and self._store is not None:
             self._store.mset(fresh)
@@ -493,14 +500,23 @@ class RerankClient:
         breaker = self.circuit_breaker
         return False if breaker is None else breaker.admit(str(self.endpoint))
 
-    def _record(self, probe: bool, error: BaseException | None) -> None:
+    def _record(self, probe: bool, error: BaseException | None, whole_deadline: bool) -> None:
+        """What the call says about this endpoint, for its breaker.
+
+        A failure counts when the endpoint failed on its own: an error status, a connection
+        error, a malformed answer, an attempt that ran out of its own ``timeout``. The
+        call's ``deadline`` running out while the endpoint was tried counts only when the
+        endpoint had that whole deadline (no other endpoint of the call sent anything
+        first): a failover endpoint left with what the primary did not use is not
+        charged for being cut short before its own ``timeout``."""
         breaker = self.circuit_breaker
         if breaker is None:
             return
         if error is None:
             outcome = SUCCESS
         elif isinstance(error, RerankError) and not needs_fix(error):
-            outcome = FAILURE
+            cut_short = getattr(error, "_cut_short", False)
+            outcome = NEUTRAL if cut_short and not whole_deadline else FAILURE
         else:  # an error to fix, a cancellation, a bug: says nothing about the endpoint
             # (a whole-call deadline that expires mid-request must surface here as a
             # RerankTimeoutError, not only as a cancellation, to count as a failure)
@@ -553,7 +569,9 @@ class RerankClient:
                 return await afailover(self, plan, exc, deadline)
             return self._failed(plan, exc)
 
-    async def _aattempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
+    async def _aattempt(
+        self, plan: CallPlan, deadline: Deadline | None, *, whole_deadline: bool = True
+    ) -> RerankResults:
         """Async :meth:`_attempt`."""
         keys: list[str] = []
         if self._store is not None and plan.spec.documents:
@@ -574,9 +592,9 @@ class RerankClient:
                 for i, answer in enumerate(answers):
                     plan.absorb(i, answer)
             except BaseException as exc:
-                self._record(probe, exc)
+                self._record(probe, exc, whole_deadline)
                 raise
-            self._record(probe, None)
+            self._record(probe, None, whole_deadline)
         fresh = plan.fresh_scores(keys) if keys else []
         if fresh and self._store is not None:
             await self._store.amset(fresh)

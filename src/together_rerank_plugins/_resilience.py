@@ -126,17 +126,20 @@ def failover(
     other (and its breaker counts it only if it was sent something).
     """
     source = primary
+    sent = not isinstance(error, CircuitOpenError)  # did an endpoint use the deadline?
     for client in primary.failover:
         own = _planned_for(plan, client)
         if own is None:
             continue
         _moving_on(source, client, error)
         try:
-            return _answered(client._attempt(own, deadline), client)
+            results = client._attempt(own, deadline, whole_deadline=not sent)
+            return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):  # this endpoint's configuration is wrong: say so
                 raise
             source, error = client, exc
+            sent = sent or not isinstance(exc, CircuitOpenError)
     return primary._failed(plan, error)
 
 
@@ -145,17 +148,20 @@ async def afailover(
 ) -> RerankResults:
     """Async :func:`failover`."""
     source = primary
+    sent = not isinstance(error, CircuitOpenError)  # did an endpoint use the deadline?
     for client in primary.failover:
         own = _planned_for(plan, client)
         if own is None:
             continue
         _moving_on(source, client, error)
         try:
-            return _answered(await client._aattempt(own, deadline), client)
+            results = await client._aattempt(own, deadline, whole_deadline=not sent)
+            return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):
                 raise
             source, error = client, exc
+            sent = sent or not isinstance(exc, CircuitOpenError)
     return primary._failed(plan, error)
 
 

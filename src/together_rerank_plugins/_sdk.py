@@ -206,24 +206,64 @@ class SDKClients:
             max_retries=self.settings.max_retries,
         )
 
-    def deadline_error(self, deadline: Deadline) -> RerankTimeoutError:
-        return RerankTimeoutError(
+    def deadline_error(self, deadline: Deadline, *, cut_short: bool = True) -> RerankTimeoutError:
+        """The call's deadline ran out before this endpoint answered. ``cut_short``: the
+        endpoint did nothing wrong that we saw (nothing sent, or an attempt still within
+        its own ``timeout`` when the deadline cut it), which a circuit breaker counts only
+        if this endpoint had the call's whole deadline (``RerankClient._record``)."""
+        error = RerankTimeoutError(
             f"The rerank call's deadline ({deadline.seconds:g} s, `deadline`) was reached "
             f"before {self.settings.shown_base_url}/v1/rerank answered; no ranking was "
             "returned. Raise `deadline`, or lower `timeout`/`max_retries` so that an attempt "
             "fits in it."
         )
+        error._cut_short = cut_short  # type: ignore[attr-defined]
+        return error
 
     def _failure(self, exc: Exception, deadline: Deadline | None, kwargs: Any) -> RerankError:
         import together
 
+        from ._transport import cut_short
+
+        rank_fields = "rank_fields" in kwargs
+        if isinstance(exc, DeadlineExceeded) and exc.response is not None and deadline:
+            # an error status whose retry would not fit in the deadline: that status's
+            # typed error (a 429 stays a RateLimitError, with the server's Retry-After)
+            return self._not_retried(exc.response, exc.wait, deadline, rank_fields)
         if isinstance(exc, DeadlineExceeded) or (
             deadline is not None
             and deadline.expired()
             and isinstance(exc, together.APIConnectionError)  # timeouts included
         ):
-            return self.deadline_error(deadline)  # type: ignore[arg-type]
-        return self.error(exc, rank_fields="rank_fields" in kwargs)
+            return self.deadline_error(deadline, cut_short=cut_short())  # type: ignore[arg-type]
+        return self.error(exc, rank_fields=rank_fields)
+
+    def _not_retried(
+        self, response: httpx.Response, wait: float | None, deadline: Deadline, rank_fields: bool
+    ) -> RerankError:
+        import together
+
+        try:
+            body: Any = response.json()
+        except Exception:  # not JSON, not read: the status alone says enough
+            body = None
+        status_error = together.APIStatusError(
+            f"Error code: {response.status_code}", response=response, body=body
+        )
+        due = "" if wait is None else f" in {wait:.3g} s"
+        note = (
+            f"and not retried: the next attempt was due{due}, past what is left of the "
+            f"call's deadline ({deadline.seconds:g} s, `deadline`)"
+        )
+        return translate_sdk_error(
+            status_error,
+            model=self.settings.model,
+            base_url=self.settings.shown_base_url,
+            secret=self.secrets,
+            rank_fields=rank_fields,
+            max_retries=self.settings.max_retries,
+            not_retried=note,
+        )
 
     @staticmethod
     def decode(raw: bytes) -> Any:

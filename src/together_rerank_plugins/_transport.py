@@ -52,6 +52,7 @@ __all__ = [
     "build_async_http_client",
     "build_sync_http_client",
     "cap_retry_sleep",
+    "cut_short",
     "end",
     "forget_sync_sockets",
 ]
@@ -68,6 +69,13 @@ class _Attempt:
     retry: str | None = None  # the SDK's retry count of the current attempt
     expires_at: float | None = None
     started: bool = field(default=False)
+    #: the current attempt's bound is the call's deadline, not its own ``timeout``
+    by_deadline: bool = False
+    #: the current attempt's last answer (an error status, before the SDK retries it)
+    response: httpx.Response | None = None
+    #: an attempt failed on its own: an error status, a connection error, or its own
+    #: ``timeout`` (not the call's deadline cutting it short)
+    own_failure: bool = False
 
 
 _CURRENT: ContextVar[_Attempt | None] = ContextVar("together_rerank_attempt", default=None)
@@ -89,13 +97,12 @@ def _start_attempt(request: httpx.Request) -> None:
     retry = request.headers.get(_RETRY_COUNT_HEADER)
     if state.started and retry is not None and retry == state.retry:
         return  # a followed redirect: same attempt, same budget
-    state.started, state.retry = True, retry
+    state.started, state.retry, state.response = True, retry, None
     now = time.monotonic()
     expiry = None if state.timeout is None else now + state.timeout
-    if state.deadline is not None:
-        expiry = (
-            state.deadline.expires_at if expiry is None else min(expiry, state.deadline.expires_at)
-        )
+    state.by_deadline = False
+    if state.deadline is not None and (expiry is None or state.deadline.expires_at < expiry):
+        expiry, state.by_deadline = state.deadline.expires_at, True
     state.expires_at = expiry
     if expiry is not None:
         # also caps waiting for a pooled connection, which the backend never sees
@@ -130,13 +137,40 @@ def cap_retry_sleep(client: Any) -> bool:
     def capped(*args: Any, **kwargs: Any) -> float:
         seconds: float = original(*args, **kwargs)
         state = _CURRENT.get()
-        deadline = state.deadline if state is not None else None
+        if state is None:
+            return seconds
+        # called only after an attempt failed: on its own, or cut by the call's deadline
+        deadline = state.deadline
+        cut = state.response is None and state.by_deadline and _expired(deadline)
+        state.own_failure = state.own_failure or not cut
         if deadline is not None and seconds >= deadline.remaining():
-            raise DeadlineExceeded
+            raise DeadlineExceeded(seconds, state.response)
         return seconds
 
     client._calculate_retry_timeout = capped
     return True
+
+
+def _expired(deadline: Deadline | None) -> bool:
+    return deadline is not None and deadline.expired()
+
+
+def cut_short() -> bool:
+    """In the SDK request that just failed (between :func:`begin` and :func:`end`): True
+    when the call's deadline cut it short with no failure of the endpoint's own (no
+    attempt got an error status or a connection error or ran out of its own ``timeout``,
+    or nothing was sent). What a circuit breaker may not count against the endpoint when
+    another endpoint spent the deadline first (see ``RerankClient._record``)."""
+    state = _CURRENT.get()
+    if state is None or not state.started:
+        return True
+    return not state.own_failure and state.response is None and state.by_deadline
+
+
+def _note_response(response: httpx.Response) -> None:
+    state = _CURRENT.get()
+    if state is not None:
+        state.response = response if response.is_error else None
 
 
 # -- origin ---------------------------------------------------------------------------------
@@ -321,6 +355,7 @@ def build_sync_http_client(
 
     def on_response(response: httpx.Response) -> None:
         _refuse_foreign_redirect(origin, response)
+        _note_response(response)
 
     client = httpx.Client(
         transport=transport,
@@ -341,6 +376,7 @@ def build_async_http_client(
 
     async def on_response(response: httpx.Response) -> None:
         _refuse_foreign_redirect(origin, response)
+        _note_response(response)
 
     client = httpx.AsyncClient(
         transport=transport,
