@@ -320,3 +320,60 @@ def test_a_failover_endpoint_that_runs_out_its_own_timeout_is_charged() -> None:
     for _ in range(2):
         assert primary.rerank(QUERY, DOCS).fallback
     assert breaker.state == "open"
+
+
+# -- 5. a slow resolver is bounded by the deadline and the attempt's timeout ------------------
+SLOW_NAME = "slow-resolver.test"  # never reaches a real resolver: the test answers for it
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    "bound", [{"deadline": 0.5}, {"timeout": 0.5}], ids=["deadline", "timeout"]
+)
+def test_a_slow_resolver_is_bounded_by_the_deadline_and_the_timeout(
+    mode: str, bound: dict[str, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver that hangs (``socket.getaddrinfo`` takes no timeout): the call must end
+    at its bound while the lookup is still blocked. On the old code the sync call waited
+    for the resolver (3 s in the issue; here until the test releases it)."""
+    import socket
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def slow_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host  # anyio passes bytes
+        if name != SLOW_NAME:
+            return real(host, *args, **kwargs)
+        asked.append(name)
+        release.wait(10)  # blocks, releasing the GIL, as a resolver waiting on DNS does
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    watchdog = threading.Timer(5, release.set)  # the old code would wait for this
+    watchdog.start()
+    client = RerankClient(
+        api_key=TEST_KEY, base_url=f"http://{SLOW_NAME}:9", max_retries=0, **bound
+    )
+    try:
+        if mode == "sync":
+            result = _call(client.rerank)
+            blocked_at_return = not release.is_set()
+        else:
+
+            async def main() -> tuple[Any, bool]:
+                outcome = await _acall(client.arerank)
+                still = not release.is_set()
+                release.set()  # asyncio.run waits for its executor's resolver thread
+                await client.aclose()
+                return outcome, still
+
+            result, blocked_at_return = asyncio.run(main())
+    finally:
+        release.set()
+        watchdog.cancel()
+        client.close()
+    assert asked == [SLOW_NAME]
+    assert blocked_at_return, "the call waited for the resolver, past its bound"
+    assert isinstance(result, trp.RerankTimeoutError), result

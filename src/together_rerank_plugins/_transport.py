@@ -33,7 +33,10 @@ attempt bound degrades to per-operation timeouts (the deadline still caps each o
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import socket
+import threading
 import time
 import weakref
 from contextvars import ContextVar, Token
@@ -233,6 +236,40 @@ class _Stream(httpcore.NetworkStream):
                 os.close(sock.detach())
 
 
+def _resolve(host: str, port: int, budget: float | None) -> list[str]:
+    """The addresses of ``host``, looked up within ``budget`` seconds.
+
+    ``socket.getaddrinfo`` takes no timeout (a slow resolver holds a sync connect for as
+    long as it likes, past any ``timeout`` or deadline), so with a budget the lookup runs
+    in a daemon thread and we stop waiting for it when the budget is spent: the attempt
+    fails with a connect timeout, and the lookup finishes (or not) on its own, holding
+    nothing of ours. An IP address, or no budget at all, needs no thread."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return [host]
+    except ValueError:
+        pass
+    if budget is None:
+        return [host]  # no bound asked for: the inner backend resolves as usual
+    found: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as exc:
+            found.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="together-rerank-resolve", daemon=True).start()
+    if not done.wait(budget):
+        raise httpcore.ConnectTimeout(f"resolving {host!r} took longer than the attempt's time")
+    if isinstance(found[0], Exception):
+        raise httpcore.ConnectError(str(found[0])) from found[0]
+    return list(dict.fromkeys(str(info[4][0]) for info in found[0]))
+
+
 class _Backend(httpcore.NetworkBackend):
     def __init__(self, inner: httpcore.NetworkBackend) -> None:
         self._inner = inner
@@ -245,11 +282,25 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        return _Stream(
-            self._inner.connect_tcp(
-                host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
-            )
-        )
+        # resolved here, within the attempt's time (the async backend bounds its own
+        # lookup with the connect timeout); then each address in turn, as
+        # socket.create_connection does
+        addresses = _resolve(host, port, _left(timeout, httpcore.ConnectTimeout))
+        for i, address in enumerate(addresses):
+            try:
+                inner = self._inner.connect_tcp(
+                    address,
+                    port,
+                    _left(timeout, httpcore.ConnectTimeout),
+                    local_address,
+                    socket_options,
+                )
+            except httpcore.ConnectError:
+                if i == len(addresses) - 1:
+                    raise
+                continue
+            return _Stream(inner)
+        raise httpcore.ConnectError(f"no address found for {host!r}")  # getaddrinfo gave none
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
