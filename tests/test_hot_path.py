@@ -134,6 +134,25 @@ def test_the_original_still_closes_its_pool() -> None:
     assert http.is_closed
 
 
+@pytest.mark.parametrize("adapter", ["langchain", "llama_index"])
+def test_an_adapter_keeps_owning_its_pool_after_a_deadline_is_assigned(adapter: str) -> None:
+    """Assigning ``deadline`` gives the adapter a client with the new deadline; that one is
+    still the pool's owner (closing it closes the pool), unlike a with_options copy's."""
+    import importlib
+
+    cls = importlib.import_module(f"together_rerank_plugins.{adapter}").TogetherRerank
+    rerank = cls(api_key=TEST_KEY, transport=LexicalRerankEndpoint())
+    rerank.client.rerank(QUERY, DOCS)
+    http = rerank.client._sdk._sync._client
+    copy_ = rerank.with_options(deadline=1.0)
+    rerank.deadline = 2.0
+    assert rerank.client.deadline == 2.0
+    copy_.client.close()
+    assert not http.is_closed
+    rerank.client.close()
+    assert http.is_closed
+
+
 def _call(fn: Callable[..., Any]) -> Any:
     try:
         return fn(QUERY, DOCS)
