@@ -9,7 +9,10 @@ One 127.0.0.1 port per kind:
   within a per-attempt timeout, so only a whole-call deadline bounds it;
 - ``503``: answers 503 at once, with no retry header (the SDK backs off and retries);
 - ``429``: answers 429 at once with ``Retry-After: 30`` (the SDK waits 30 s per retry);
-- ``healthy``: answers correctly at once (``_server.answer``'s word-overlap scores).
+- ``healthy``: answers correctly at once (``_server.answer``'s word-overlap scores);
+- ``slow``: answers as ``healthy`` does, after ``SLOW_DELAY`` seconds (two thirds of
+  ``bench_production``'s 0.5 s deadline): a healthy failover endpoint that needs more
+  than what a hanging primary leaves of the deadline.
 
 ``GET /_stats`` answers ``{"requests": n}`` for that port; ``POST /_reset`` zeroes it.
 On start it prints one JSON line ``{"KIND": port, ...}``; it stops when its standard input
@@ -28,7 +31,8 @@ from typing import Any
 
 from _server import Profile, answer
 
-KINDS = ("hang", "trickle", "503", "429", "healthy")
+KINDS = ("hang", "trickle", "503", "429", "healthy", "slow")
+SLOW_DELAY = 1 / 3
 TRICKLE_BYTES = 16
 TRICKLE_GAP = 0.1  # seconds between chunks: a 400-byte answer takes 2.5 s
 
@@ -96,7 +100,9 @@ class Server:
             return True
         status, body = answer(self.scorer, json.loads(raw or b"null"))
         data = _response(status, "OK" if status == 200 else "Bad Request", body)
-        if kind == "healthy":
+        if kind == "slow":
+            await asyncio.sleep(SLOW_DELAY)
+        if kind in ("healthy", "slow"):
             writer.write(data)
             return True
         head_len = len(data) - len(body)  # trickle: headers at once, then the body slowly

@@ -265,7 +265,12 @@ DOC_METHOD = """\
   the breaker), the slowest refused call and the whole run, against today's cost without a
   breaker (`timeout=0.5`, 2 retries: 2 calls measured, times 100); with a failover to the
   healthy secondary, rankings equal to the secondary's own and marked as served by it, and
-  the added latency (each call minus a direct call to the secondary, interleaved).
+  the added latency (each call minus a direct call to the secondary, interleaved). Failover
+  breaker: the primary hangs (`timeout=0.25`, a breaker), a secondary with its own breaker
+  answers at two thirds of the deadline (`slow`); every call after the primary's breaker
+  opened must be the secondary's own ranking, with no failure counted by its breaker.
+  Shared pool: 8 threads share one client, half the calls through a `with_deadline` clone
+  closed after each call; failed and wrong calls counted.
 - **cache and dedupe** (`bench_cache.py`): counted by the server (documents received,
   tokens billed in `usage`) and by the client (`RerankResults.documents_sent`,
   `cache_hits`, `duplicates`).

@@ -18,6 +18,17 @@ Against the loopback servers of ``_faults_server.py`` (hanging, trickling, 503, 
   max_retries=0``): N of N rankings equal the secondary's own ranking, each marked as
   served by it; the added latency (each call minus a direct call to the secondary,
   interleaved) has a p99 under the 0.5 s deadline. With and without a breaker.
+- **failover breaker**: the primary hangs (``timeout=0.25, max_retries=0``, a breaker),
+  the secondary (its own breaker) is healthy but answers at two thirds of the deadline
+  (``slow``), so it is cut short while the primary is still tried. What counts against a
+  breaker (docs/production.md): that cut is not the secondary's failure, so once the
+  primary's breaker is open the secondary serves every call: N minus the calls before
+  the primary's breaker opened, each the secondary's own ranking, within the deadline;
+  the secondary's breaker counted no failure.
+- **shared pool**: one client (with a breaker) shared by 8 threads; half of the calls
+  go through ``with client.with_deadline(0.5) as c:``, which closes the clone at the end
+  of each call. No call fails (a clone does not close the pool it shares), every ranking
+  is right, the breaker counts nothing.
 """
 
 from __future__ import annotations
@@ -116,6 +127,8 @@ def run(quick: bool = False) -> list[Row]:
             rows += _deadline_rows(server, queries, docs)
             rows += _breaker_rows(server, queries, docs)
             rows += _failover_rows(server, queries, docs)
+            rows += _failover_breaker_rows(server, queries, docs)
+            rows += _shared_pool_rows(server, queries, docs)
     finally:
         logging.getLogger("together_rerank_plugins").removeHandler(quiet)
     return rows
@@ -288,3 +301,125 @@ def _failover_rows(server: FaultsServer, queries: list[str], docs: list[str]) ->
     direct.close()
     secondary.close()
     return rows
+
+
+def _failover_breaker_rows(server: FaultsServer, queries: list[str], docs: list[str]) -> list[Row]:
+    from _faults_server import SLOW_DELAY
+
+    from together_rerank_plugins import CircuitBreaker, RerankClient
+
+    n = len(queries)
+    direct = RerankClient(api_key=API_KEY, base_url=server.url("healthy"))
+    primary_breaker = CircuitBreaker(failure_threshold=THRESHOLD, recovery_time=60.0)
+    secondary_breaker = CircuitBreaker(failure_threshold=THRESHOLD, recovery_time=60.0)
+    secondary = RerankClient(
+        model="acme/secondary",
+        api_key="secondary-dummy-key",
+        base_url=server.url("slow"),
+        circuit_breaker=secondary_breaker,
+    )
+    primary = RerankClient(
+        api_key=API_KEY,
+        base_url=server.url("hang"),
+        timeout=DEADLINE / 2,
+        max_retries=0,
+        deadline=DEADLINE,
+        circuit_breaker=primary_breaker,
+        failover=[secondary],
+        on_error="fallback",
+    )
+    primary.warm_up()
+    opened_after: int | None = None
+    served_after_open = correct = 0
+    times = []
+    for i, query in enumerate(queries):
+        expected = direct.rerank(query, docs, top_n=5)
+        start = time.perf_counter()
+        got = primary.rerank(query, docs, top_n=5)
+        times.append(time.perf_counter() - start)
+        if opened_after is None and primary_breaker.state == "open":
+            opened_after = i + 1
+            continue  # the call that opened it was still tried on the primary
+        if opened_after is not None:
+            served_after_open += got.served_by == secondary.endpoint and not got.fallback
+            correct += [(r.index, r.relevance_score) for r in got] == [
+                (r.index, r.relevance_score) for r in expected
+            ]
+    for client in (primary, secondary, direct):
+        client.close()
+    after = n - (opened_after or n)
+    ok = (
+        opened_after is not None
+        and opened_after <= THRESHOLD
+        and served_after_open == after
+        and correct == after
+        and secondary_breaker.state == "closed"
+        and secondary_breaker.failures == 0
+        and max(times) <= DEADLINE * 1.1
+    )
+    return [
+        Row(
+            f"failover breaker x{n}: hanging primary, secondary at 2/3 of the deadline",
+            f"primary open after {opened_after} calls; then {served_after_open}/{after} served "
+            f"by the secondary ({correct} correct); secondary breaker "
+            f"{secondary_breaker.state}, {secondary_breaker.failures} failures; max "
+            f"{fmt_s(max(times))}",
+            f"every call once the primary is open; deadline {fmt_s(DEADLINE)}, secondary "
+            f"answers in {fmt_s(SLOW_DELAY)}",
+            f"{served_after_open}/{after}",
+            "all served after open; secondary 0 failures; max <= 1.10x deadline",
+            ok,
+        )
+    ]
+
+
+def _shared_pool_rows(server: FaultsServer, queries: list[str], docs: list[str]) -> list[Row]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from together_rerank_plugins import CircuitBreaker, RerankClient
+
+    n = 2 * len(queries)
+    breaker = CircuitBreaker(failure_threshold=THRESHOLD)
+    client = RerankClient(api_key=API_KEY, base_url=server.url("healthy"), circuit_breaker=breaker)
+    client.warm_up()
+    reference = RerankClient(api_key=API_KEY, base_url=server.url("healthy"))
+    calls = [(i, queries[i % len(queries)]) for i in range(n)]
+    expected = {q: [r.index for r in reference.rerank(q, docs, top_n=5)] for q in set(queries)}
+    reference.close()
+
+    def one(call: tuple[int, str]) -> tuple[float, Any]:
+        i, query = call
+        start = time.perf_counter()
+        try:
+            if i % 2:
+                with client.with_deadline(DEADLINE) as clone:  # closed after each call
+                    got: Any = clone.rerank(query, docs, top_n=5)
+            else:
+                got = client.rerank(query, docs, top_n=5)
+        except Exception as exc:  # counted: a failed call is what this row looks for
+            got = exc
+        return time.perf_counter() - start, got
+
+    with ThreadPoolExecutor(8, thread_name_prefix="bench-shared") as pool:
+        outcomes = list(pool.map(one, calls))
+    client.close()
+    failed = [o for _, o in outcomes if isinstance(o, BaseException) or o.fallback]
+    wrong = [
+        (i, o)
+        for (i, q), (_, o) in zip(calls, outcomes, strict=True)
+        if not isinstance(o, BaseException) and [r.index for r in o] != expected[q]
+    ]
+    times = [t for t, _ in outcomes]
+    return [
+        Row(
+            f"shared pool x{n}: 8 threads, half through a closed with_deadline clone",
+            f"{len(failed)} failed, {len(wrong)} wrong; breaker {breaker.state} "
+            f"({breaker.failures} failures); p50 {fmt_s(pct(times, 50))}, p99 "
+            f"{fmt_s(pct(times, 99))}",
+            "no call cut by a clone closing the shared pool",
+            f"{n - len(failed) - len(wrong)}/{n}",
+            "0 failed, 0 wrong, 0 counted",
+            not failed and not wrong and breaker.failures == 0,
+            [f"first failure: {failed[0]!r}"] if failed else [],
+        )
+    ]

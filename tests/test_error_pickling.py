@@ -15,17 +15,20 @@ import httpx
 import pytest
 
 import together_rerank_plugins as trp
+import together_rerank_plugins.evaluation as trp_evaluation
 from together_rerank_plugins import RerankClient
 
 from .conftest import TEST_KEY
 
-#: every exception class the package exports: a new one is covered without editing this file
+#: every exception class the package and its public subpackages export: a new one is covered
+#: without editing this file (the evaluation package is imported, so its errors are in the tree)
 PUBLIC_ERRORS = sorted(
-    (
+    {
         obj
-        for name in trp.__all__
-        if isinstance(obj := getattr(trp, name), type) and issubclass(obj, BaseException)
-    ),
+        for module in (trp, trp_evaluation)
+        for name in module.__all__
+        if isinstance(obj := getattr(module, name), type) and issubclass(obj, BaseException)
+    },
     key=lambda cls: cls.__name__,
 )
 

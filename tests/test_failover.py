@@ -335,17 +335,61 @@ def test_score_uses_the_answering_endpoints_scores() -> None:
     ]
 
 
-def test_rank_fields_on_a_failover_that_cannot_take_them_is_an_input_error() -> None:
-    mxbai = RerankClient(
-        model="mixedbread-ai/Mxbai-Rerank-Large-V2",
-        api_key=TEST_KEY,
-        transport=LexicalRerankEndpoint(),
+def _mxbai_failover() -> tuple[RerankClient, LexicalRerankEndpoint]:
+    endpoint = LexicalRerankEndpoint()
+    client = RerankClient(
+        model="mixedbread-ai/Mxbai-Rerank-Large-V2", api_key=TEST_KEY, transport=endpoint
     )
+    return client, endpoint
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_failover_that_cannot_take_rank_fields_is_skipped_then_the_call_falls_back(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 16 (9): an Mxbai failover (accepted at construction) cannot rank object
+    documents with `rank_fields`; a 503 from the primary raised RerankInputError, defeating
+    on_error="fallback". It is skipped (logged once) and the call falls back as asked."""
+    caplog.set_level(logging.INFO, logger="together_rerank_plugins")
+    mxbai, endpoint = _mxbai_failover()
     primary = RerankClient(
-        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[mxbai]
+        api_key=TEST_KEY,
+        max_retries=0,
+        transport=failing(503),
+        failover=[mxbai],
+        on_error="fallback",
     )
-    with pytest.raises(trp.RerankInputError, match="failover endpoint"):
-        primary.rerank(QUERY, [{"text": "red apples"}], rank_fields=["text"])
+    docs = [{"text": "green pears"}, {"text": "red apples"}]
+    for _ in range(3):
+        if mode == "sync":
+            results = primary.rerank(QUERY, docs, rank_fields=["text"])
+        else:
+            results = asyncio.run(primary.arerank(QUERY, docs, rank_fields=["text"]))
+        assert results.fallback
+        assert [r.index for r in results] == [0, 1]
+        assert isinstance(results.error, trp.ServerError)  # the primary's failure, not ours
+    assert endpoint.requests == []  # nothing was sent to the endpoint that cannot take it
+    skipped = [r for r in caplog.records if "cannot serve" in r.getMessage()]
+    assert len(skipped) == 1  # logged once...
+    assert skipped[0].levelno == logging.WARNING
+    # a call it can serve still goes to it
+    assert primary.rerank(QUERY, ["red apples"]).failed_over
+
+
+def test_a_failover_that_cannot_take_rank_fields_is_skipped_for_the_next_one() -> None:
+    mxbai, _ = _mxbai_failover()
+    secondary, backup = make_secondary()
+    primary = RerankClient(
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[mxbai, secondary]
+    )
+    results = primary.rerank(QUERY, [{"text": "red apples"}], rank_fields=["text"])
+    assert results.served_by == secondary.endpoint
+    assert not results.fallback
+    assert len(backup.requests) == 1
+    # on_error="raise": the primary's own error, not an input error about the failover
+    alone = RerankClient(api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[mxbai])
+    with pytest.raises(trp.ServerError):
+        alone.rerank(QUERY, [{"text": "red apples"}], rank_fields=["text"])
 
 
 @pytest.mark.parametrize("bad", ["http://x", 3, [object()], [None]])

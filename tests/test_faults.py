@@ -798,3 +798,192 @@ def test_fallback_mode_under_faults_returns_the_retrieval_order_flagged(
     if not report.fallbacks:
         report.problems.append("no call fell back: the test proves nothing")
     _conclude(report, fault_server, baseline, None)
+
+
+# -- issue 16: where the breaker, failover and a shared pool meet, under concurrency --------
+def _slow_secondary(latency: float) -> Any:
+    """The embedded endpoint answering every request after ``latency`` seconds (healthy,
+    only slow), to serve on 127.0.0.1 with ``serve_loopback``."""
+    from together_rerank_plugins.testing import LexicalRerankEndpoint
+
+    scorer = LexicalRerankEndpoint()
+
+    def handler(request: Any) -> Any:
+        time.sleep(latency)
+        return scorer.handle(request)
+
+    return handler
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_failover_breaker_under_concurrency_a_hanging_primary_leaves_the_secondary_serving(
+    mode: str, baseline: Resources
+) -> None:
+    """Issue 16 (1) on real sockets. The settings docs/production.md recommends (deadline,
+    primary timeout at half of it, a breaker per endpoint, one failover); the primary
+    hangs, the secondary answers at two thirds of the deadline. While the primary is still
+    tried, the secondary is cut short by the deadline: not its failure. Once the primary's
+    breaker is open, every call, concurrent ones included, is the secondary's exact
+    ranking. (On the old code the secondary's breaker opened too and every call fell back.)
+    """
+    from together_rerank_plugins import CircuitBreaker
+    from together_rerank_plugins.testing import serve_loopback
+
+    deadline = 0.9
+    primary_breaker = CircuitBreaker(failure_threshold=3, recovery_time=60)
+    secondary_breaker = CircuitBreaker(failure_threshold=3, recovery_time=60)
+    specs = make_specs(f"failover-breaker-{mode}", 18)
+    for i, spec in enumerate(specs):  # every attempt on the primary hangs
+        specs[i] = CallSpec(spec.label, spec.n, f"{spec.query} {force('hang')}", spec.texts, None)
+    first, then = specs[:6], specs[6:]  # 6 calls open the primary's breaker; 12 after it
+    server = FaultServer({}, seed="failover-breaker")
+    with server, serve_loopback(_slow_secondary(deadline * 2 / 3)) as secondary_url:
+        secondary = RerankClient(
+            model="acme/rerank-backup",
+            api_key=TEST_KEY,
+            base_url=secondary_url,
+            circuit_breaker=secondary_breaker,
+        )
+        primary = RerankClient(
+            api_key=TEST_KEY,
+            base_url=server.base_url,
+            timeout=deadline / 2,
+            max_retries=0,
+            deadline=deadline,
+            circuit_breaker=primary_breaker,
+            failover=[secondary],
+            on_error="fallback",
+        )
+        primary.warm_up()
+
+        def one(spec: CallSpec) -> Any:
+            return primary.rerank(spec.query, list(spec.texts))
+
+        async def gather(batch: list[CallSpec]) -> list[Any]:
+            out = await asyncio.gather(*(primary.arerank(s.query, list(s.texts)) for s in batch))
+            return list(out)
+
+        if mode == "sync":
+            with ThreadPoolExecutor(3, thread_name_prefix="fault-client") as pool:
+                before = list(pool.map(one, first))
+            with ThreadPoolExecutor(6, thread_name_prefix="fault-client") as pool:
+                after = list(pool.map(one, then))
+        else:
+
+            async def main() -> tuple[list[Any], list[Any]]:
+                early = await gather(first[:3]) + await gather(first[3:])
+                late = await gather(then[:6]) + await gather(then[6:])
+                await primary.aclose()
+                await secondary.aclose()
+                return early, late
+
+            before, after = asyncio.run(main())
+        primary.close()
+        secondary.close()
+    problems = []
+    if primary_breaker.state != "open":
+        problems.append(f"the hanging primary's breaker is {primary_breaker.state}")
+    if secondary_breaker.state != "closed" or secondary_breaker.failures:
+        problems.append(
+            f"the healthy secondary's breaker is {secondary_breaker.state} "
+            f"({secondary_breaker.failures} failures counted)"
+        )
+    for spec, result in zip(first, before, strict=True):
+        if not result.fallback and [(r.index, r.relevance_score) for r in result] != (
+            spec.expected()
+        ):
+            problems.append(f"{spec.query}: a wrong ranking while the primary was tried")
+    for spec, result in zip(then, after, strict=True):
+        got = [(r.index, r.relevance_score) for r in result]
+        if result.fallback or result.served_by != secondary.endpoint or got != spec.expected():
+            problems.append(f"{spec.query}: not the secondary's ranking: {result.error!r}")
+    served = sum(not r.fallback for r in after)
+    print(
+        f"\nfailover breaker [{mode}]: primary {primary_breaker.state}, secondary "
+        f"{secondary_breaker.state} ({secondary_breaker.failures} failures); after the "
+        f"primary opened, {served}/{len(then)} calls served by the secondary"
+    )
+    assert not problems, "\n".join(problems)
+    assert not leaks(baseline), leaks(baseline)
+
+
+@pytest.mark.parametrize("fault_server", [{}], indirect=True)  # no random faults
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_shared_pool_under_concurrency_clones_closed_in_with_blocks_cut_no_call(
+    mode: str, fault_server: FaultServer, baseline: Resources
+) -> None:
+    """Issue 16 (2) on real sockets: one client shared by concurrent calls while other
+    calls each take ``with client.with_deadline(...) as c:`` (or an adapter copy's client)
+    and close it. Every call on the shared client gets its exact ranking and its breaker
+    counts no failure. (On the old code each clone's close shut the shared pool under the
+    calls in flight: connection errors, counted by the breaker.)"""
+    from together_rerank_plugins import CircuitBreaker
+    from together_rerank_plugins.langchain import TogetherRerank
+
+    breaker = CircuitBreaker(failure_threshold=1000)
+    client = RerankClient(**_settings(fault_server.base_url), circuit_breaker=breaker)
+    adapter = TogetherRerank(**_settings(fault_server.base_url))
+    adapter.__pydantic_private__["_client"] = client  # an adapter over the shared pool
+    specs = make_specs(f"shared-pool-{mode}", 48)
+    shared, cloned = specs[::2], specs[1::2]
+
+    def on_clone(spec: CallSpec) -> Any:
+        if spec.n % 4 == 1:
+            with client.with_deadline(DEADLINE) as clone:
+                return clone.rerank(spec.query, list(spec.texts))
+        copy_ = adapter.with_options(top_n=None, deadline=DEADLINE)
+        try:
+            return copy_.client.rerank(spec.query, list(spec.texts))
+        finally:
+            copy_.client.close()
+
+    async def aon_clone(spec: CallSpec) -> Any:
+        async with client.with_deadline(DEADLINE) as clone:
+            return await clone.arerank(spec.query, list(spec.texts))
+
+    def one(spec: CallSpec) -> Any:
+        try:
+            if spec in cloned:
+                return on_clone(spec)
+            return client.rerank(spec.query, list(spec.texts))
+        except trp.RerankError as exc:
+            return exc
+
+    async def aone(spec: CallSpec) -> Any:
+        try:
+            if spec in cloned:
+                return await aon_clone(spec)
+            return await client.arerank(spec.query, list(spec.texts))
+        except trp.RerankError as exc:
+            return exc
+
+    client.warm_up()
+    if mode == "sync":
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="fault-client") as pool:
+            outcomes = list(pool.map(one, specs))
+    else:
+
+        async def main() -> list[Any]:
+            out = await asyncio.gather(*(aone(s) for s in specs))
+            await client.aclose()
+            return list(out)
+
+        outcomes = asyncio.run(main())
+    client.close()
+    fault_server.stop()
+    problems = []
+    for spec, out in zip(specs, outcomes, strict=True):
+        if isinstance(out, BaseException):
+            problems.append(f"{spec.query}: {type(out).__name__}: {out}")
+        elif [(r.index, r.relevance_score) for r in out] != CallSpec(
+            spec.label, spec.n, spec.query, spec.texts, None
+        ).expected():
+            problems.append(f"{spec.query}: wrong ranking")
+    if breaker.failures:
+        problems.append(f"the shared breaker counted {breaker.failures} failures")
+    print(
+        f"\nshared pool [{mode}]: {len(shared)} calls on the shared client, {len(cloned)} on "
+        f"clones closed after each call; {len(problems)} problems"
+    )
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:10])
+    assert not leaks(baseline), leaks(baseline)

@@ -83,8 +83,9 @@ def test_call_options_copy_shares_the_client_and_leaves_the_instance(adapter: ty
 
     assert one is not shared
     assert type(one) is adapter
-    assert one.client is shared.client  # same connection pool
-    assert some.client is shared.client
+    assert one.client._sdk is shared.client._sdk  # same connection pool...
+    assert some.client._sdk is shared.client._sdk
+    assert not one.client._owns_connections  # ...which closing a copy's client leaves open
     assert (one.top_n, some.top_n, some.score_threshold) == (2, None, 0.3)
     assert shared.top_n == 5
     assert shared.score_threshold is None
@@ -101,7 +102,7 @@ def test_rank_fields_override_shares_the_client(adapter: type) -> None:
     endpoint = LexicalRerankEndpoint()
     shared = make(adapter, endpoint, top_n=1)
     by_title = shared.with_options(rank_fields=["title", "text"])
-    assert by_title.client is shared.client
+    assert by_title.client._sdk is shared.client._sdk
     assert shared.rank_fields is None
     if adapter is LlamaIndexRerank:
         objs: list[Any] = [

@@ -624,7 +624,8 @@ def test_model_family_changing_the_token_budget_changes_the_cache_key() -> None:
 
 
 def test_no_exception_in_the_chain_of_a_deadline_error_shows_base_url_credentials() -> None:
-    from together_rerank_plugins import RerankTimeoutError
+    # a 429 whose Retry-After does not fit in the deadline: a RateLimitError (issue 16)
+    from together_rerank_plugins import RateLimitError
 
     limited = httpx.MockTransport(
         lambda r: httpx.Response(
@@ -637,7 +638,7 @@ def test_no_exception_in_the_chain_of_a_deadline_error_shows_base_url_credential
         transport=limited,
         deadline=1.0,
     )
-    with pytest.raises(RerankTimeoutError) as info:
+    with pytest.raises(RateLimitError) as info:
         client.rerank(QUERY, DOCS)
     chain: list[BaseException] = []
     exc: BaseException | None = info.value

@@ -193,13 +193,20 @@ def _throttled(retry_after: str | None) -> Callable[[httpx.Request], httpx.Respo
 def test_a_wait_longer_than_the_deadline_is_not_taken(
     way: str, mode: str, retry_after: str | None
 ) -> None:
+    """Issue 16 (10): the rate limit stays visible. A 429 whose wait does not fit in the
+    deadline raised RerankTimeoutError with no status; it is a RateLimitError (status 429,
+    the server's Retry-After in ``retry_after``) whose message says it was not retried
+    because of the deadline, raised at once."""
     handler = _throttled(retry_after)
     transport = httpx.MockTransport(handler)
     result, took = call(
         WAYS[way], mode, "https://api.example.com", "apple", transport=transport,
         max_retries=5, deadline=0.5,
     )  # fmt: skip
-    assert isinstance(result, trp.RerankTimeoutError), result
+    assert type(result) is trp.RateLimitError, result
+    assert result.status_code == 429
+    assert result.retry_after == (30.0 if retry_after else None)
+    assert result.server_message == "slow down"
     assert "deadline" in str(result)
     assert "0.5 s" in str(result)
     assert took < 0.5 + SLACK  # failed at once: neither 30 s nor 1 s of backoff was waited

@@ -91,8 +91,10 @@ class RerankClient:
     timeouts and connection errors, with backoff that honours ``Retry-After``. ``timeout`` is
     seconds per attempt: an attempt ends within it whatever the server does. ``deadline``
     (seconds, default None) bounds one whole call: every batch, attempt, backoff and
-    ``Retry-After`` wait; when it runs out the call raises :class:`RerankTimeoutError` (or,
-    with ``on_error="fallback"``, returns the fallback at once).
+    ``Retry-After`` wait; when it runs out the call raises :class:`RerankTimeoutError` (a
+    retry whose wait does not fit ends the call with its answer's error instead: a 429 is a
+    :class:`RateLimitError` with ``retry_after``), or, with ``on_error="fallback"``,
+    returns the fallback at once.
 
     Scale and cost:
 
@@ -241,6 +243,8 @@ class RerankClient:
         self.failover = failover_clients(failover)
         check_one_breaker_per_endpoint(circuit_breaker, self.failover)
         self._sdk = SDKClients(settings, transport)
+        #: False for :meth:`with_deadline` clones: they share the pool and never close it
+        self._owns_connections = True
         #: the scorer a cache key names (route digest included; never credentials)
         self._endpoint_id = endpoint_identity(settings.base_url, settings.default_headers)
         #: who answers this client's calls, for ``RerankResults.served_by`` (no credentials)
@@ -315,22 +319,34 @@ class RerankClient:
         )
 
     def warm_up(self) -> RerankClient:
-        """Load the ``together`` SDK and build the sync client now, for this client and its
-        ``failover`` endpoints, without sending anything; returns ``self``.
+        """Do now, for this client and its ``failover`` endpoints, everything the first
+        call would do once per process: load the ``together`` SDK and the modules its first
+        request imports, build the sync client, run one request through the sending path
+        on an in-process stand-in; nothing is sent. Returns ``self``.
 
         Otherwise the first call in a process does it (about half a second, mostly the SDK's
-        import) inside that call's ``deadline``. Call it at a service's start-up.
+        imports) inside that call's ``deadline``. After it, the first call (sync or async)
+        costs what later calls cost, except opening the connection (and TLS session) to
+        the endpoint, which only a real request can do. Call it at a service's start-up.
         """
         for client in (self, *self.failover):
-            client._sdk._sync_client()
+            client._sdk.warm_up()
         return self
 
     def with_deadline(self, deadline: float | None) -> RerankClient:
         """A client with another ``deadline`` that shares this one's configuration,
-        connections and cache (cheap: use one per call)."""
+        connections, cache, breaker and failover clients (cheap: use one per call).
+
+        The connections stay this client's: closing the clone (``close()``, ``aclose()``,
+        a ``with`` block) closes nothing, so calls on this client from other threads or
+        tasks go on; close this client to close them."""
+        return self._clone(deadline, owns_connections=False)
+
+    def _clone(self, deadline: float | None, *, owns_connections: bool) -> RerankClient:
         clone = object.__new__(RerankClient)
         clone.__dict__.update(self.__dict__)
         clone.__dict__["deadline"] = validate_deadline(deadline)  # settings are read-only
+        clone._owns_connections = owns_connections
         return clone
 
     def __copy__(self) -> RerankClient:
@@ -348,12 +364,17 @@ class RerankClient:
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         """Close the sync SDK client's connections (async ones close with :meth:`aclose`
-        or when their event loop shuts down)."""
-        self._sdk.close()
+        or when their event loop shuts down). On a :meth:`with_deadline` clone (and the
+        adapters' ``with_options`` copies' clients), which shares another client's
+        connections, it does nothing: they stay open for that client."""
+        if self._owns_connections:
+            self._sdk.close()
 
     async def aclose(self) -> None:
-        """Close the SDK client of the running event loop, and the sync one."""
-        await self._sdk.aclose()
+        """Close the SDK client of the running event loop, and the sync one (nothing on a
+        clone that shares another client's connections: see :meth:`close`)."""
+        if self._owns_connections:
+            await self._sdk.aclose()
 
     def __enter__(self) -> RerankClient:
         return self
@@ -478,8 +499,13 @@ class RerankClient:
                 return failover(self, plan, exc, deadline)
             return self._failed(plan, exc)
 
-    def _attempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
-        """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise."""
+    def _attempt(
+        self, plan: CallPlan, deadline: Deadline | None, *, whole_deadline: bool = True
+    ) -> RerankResults:
+        """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise.
+
+        ``whole_deadline``: no other endpoint of the call sent anything before this one, so
+        it had the call's whole ``deadline`` (see :meth:`_record`)."""
         keys: list[str] = []
         if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
@@ -501,9 +527,9 @@ class RerankClient:
                 for i, answer in enumerate(answers):
                     plan.absorb(i, answer)
             except BaseException as exc:
-                self._record(probe, exc)
+                self._record(probe, exc, whole_deadline)
                 raise
-            self._record(probe, None)
+            self._record(probe, None, whole_deadline)
         fresh = plan.fresh_scores(keys) if keys else []
         if fresh and self._store is not None:
             self._store.mset(fresh)
@@ -515,14 +541,23 @@ class RerankClient:
         breaker = self.circuit_breaker
         return False if breaker is None else breaker.admit(str(self.endpoint))
 
-    def _record(self, probe: bool, error: BaseException | None) -> None:
+    def _record(self, probe: bool, error: BaseException | None, whole_deadline: bool) -> None:
+        """What the call says about this endpoint, for its breaker.
+
+        A failure counts when the endpoint failed on its own: an error status, a connection
+        error, a malformed answer, an attempt that ran out of its own ``timeout``. The
+        call's ``deadline`` running out while the endpoint was tried counts only when the
+        endpoint had that whole deadline (no other endpoint of the call sent anything
+        first): a failover endpoint left with what the primary did not use is not
+        charged for being cut short before its own ``timeout``."""
         breaker = self.circuit_breaker
         if breaker is None:
             return
         if error is None:
             outcome = SUCCESS
         elif isinstance(error, RerankError) and not needs_fix(error):
-            outcome = FAILURE
+            cut_short = getattr(error, "_cut_short", False)
+            outcome = NEUTRAL if cut_short and not whole_deadline else FAILURE
         else:  # an error to fix, a cancellation, a bug: says nothing about the endpoint
             # (a whole-call deadline that expires mid-request must surface here as a
             # RerankTimeoutError, not only as a cancellation, to count as a failure)
@@ -575,7 +610,9 @@ class RerankClient:
                 return await afailover(self, plan, exc, deadline)
             return self._failed(plan, exc)
 
-    async def _aattempt(self, plan: CallPlan, deadline: Deadline | None) -> RerankResults:
+    async def _aattempt(
+        self, plan: CallPlan, deadline: Deadline | None, *, whole_deadline: bool = True
+    ) -> RerankResults:
         """Async :meth:`_attempt`."""
         keys: list[str] = []
         if self._store is not None and plan.spec.documents:
@@ -596,9 +633,9 @@ class RerankClient:
                 for i, answer in enumerate(answers):
                     plan.absorb(i, answer)
             except BaseException as exc:
-                self._record(probe, exc)
+                self._record(probe, exc, whole_deadline)
                 raise
-            self._record(probe, None)
+            self._record(probe, None, whole_deadline)
         fresh = plan.fresh_scores(keys) if keys else []
         if fresh and self._store is not None:
             await self._store.amset(fresh)

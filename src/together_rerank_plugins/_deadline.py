@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Deadline", "DeadlineExceeded"]
 
@@ -34,4 +35,13 @@ class Deadline:
 
 
 class DeadlineExceeded(Exception):  # an internal signal, translated before users see it
-    """Raised (through the SDK's retry loop) when a call's deadline leaves no time."""
+    """Raised (through the SDK's retry loop) when a call's deadline leaves no time.
+
+    From the SDK's retry sleep, ``wait`` is the sleep that did not fit and ``response``
+    the error answer (an ``httpx.Response``) of the attempt that would have been retried,
+    or None when that attempt got no answer (a timeout, a connection error)."""
+
+    def __init__(self, wait: float | None = None, response: Any = None) -> None:
+        super().__init__("the call's deadline leaves no time")
+        self.wait = wait
+        self.response = response

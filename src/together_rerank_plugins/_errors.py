@@ -14,7 +14,7 @@ The tree::
     │   ├── AuthenticationError          401, 403: key missing, wrong or without access
     │   ├── EndpointNotFoundError        404: model / dedicated endpoint not found
     │   ├── BadRequestError              400, 422: request rejected (server's message quoted)
-    │   ├── RateLimitError               429, after the SDK's retries
+    │   ├── RateLimitError               429, after the SDK's retries (.retry_after)
     │   ├── ServerError                  5xx, after the SDK's retries
     │   └── CrossOriginRedirectError     3xx to another origin: refused, not followed
     ├── RerankConnectionError            could not reach the server, after retries
@@ -97,7 +97,23 @@ class BadRequestError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429 after the configured retries."""
+    """429 after the configured retries, or a 429 whose retry would not fit in the call's
+    ``deadline`` (then not retried; the message says so).
+
+    ``retry_after`` is the wait the server asked for, in seconds (its ``Retry-After`` or
+    ``retry-after-ms`` header; None when it sent neither): back off at least that long.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        server_message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, server_message=server_message)
+        self.retry_after = retry_after
 
 
 class ServerError(APIStatusError):
@@ -252,6 +268,30 @@ def scrub_error(error: RerankError, secret: Secrets) -> RerankError:
     return error
 
 
+def _retry_after(headers: Any) -> float | None:
+    """The wait a 429 asks for, in seconds: ``retry-after-ms``, else ``Retry-After`` as
+    seconds or as an HTTP date (the headers the SDK honours); None without a usable one."""
+    import email.utils
+    import math
+    import time
+
+    def seconds(value: Any, scale: float = 1.0) -> float | None:
+        with contextlib.suppress(TypeError, ValueError):
+            number = float(value) / scale
+            return max(number, 0.0) if math.isfinite(number) else None
+        return None
+
+    found = seconds(headers.get("retry-after-ms"), 1000.0)
+    if found is not None:
+        return found
+    value = headers.get("retry-after")
+    found = seconds(value)
+    if found is not None or value is None:
+        return found
+    when = email.utils.parsedate_tz(value)
+    return None if when is None else max(float(email.utils.mktime_tz(when) - time.time()), 0.0)
+
+
 def _after_retries(max_retries: int | None) -> str:
     """How many retries came before the error, in words (the SDK retries by itself)."""
     if max_retries is None:
@@ -300,17 +340,19 @@ def translate_sdk_error(
     secret: Secrets,
     rank_fields: bool = False,
     max_retries: int | None = None,
+    not_retried: str | None = None,
 ) -> RerankError:
     """Turn a ``together`` SDK exception into the matching :class:`RerankError`.
 
     The caller raises the result ``from exc``. Only called after the SDK raised, so importing
-    ``together`` here costs nothing.
+    ``together`` here costs nothing. ``not_retried``: why an error status was not retried
+    although retries were left (its next attempt would not fit in the call's deadline).
     """
     import together
 
     scrub_exception(exc, secret)
     where = f"{base_url}/v1/rerank"
-    after = _after_retries(max_retries)
+    after = not_retried or _after_retries(max_retries)
     if isinstance(exc, together.APITimeoutError):
         return RerankTimeoutError(
             f"The rerank request to {where} timed out on every attempt. Raise `timeout` "
@@ -363,8 +405,19 @@ def translate_sdk_error(
             cls = APIStatusError
             hint = "The account is out of credit (402): add credit or use another key."
         elif status == 429:
-            cls = RateLimitError
-            hint = f"Rate limited (429) {after}: lower concurrency or raise `max_retries`."
+            retry_after = _retry_after(exc.response.headers)
+            asked = "" if retry_after is None else f" The server asked to wait {retry_after:g} s."
+            advice = (
+                "back off (`retry_after`) or lower concurrency"
+                if not_retried
+                else "lower concurrency or raise `max_retries`"
+            )
+            return RateLimitError(
+                f"Rate limited (429) {after}: {advice}.{asked}{quoted}",
+                status_code=status,
+                server_message=server,
+                retry_after=retry_after,
+            )
         elif status >= 500:
             cls = ServerError
             hint = f"The server failed ({status}) {after}; try again later."

@@ -251,7 +251,15 @@ class RerankFields(BaseModel):
             clone = self.with_options(**{name: value})
             self.__dict__.update(clone.__dict__)
             self.__pydantic_fields_set__.add(name)
-            private["_client"] = clone._client
+            if name == "deadline":
+                # this instance's own client with the new deadline: it keeps owning its
+                # connections (a with_options copy's client does not)
+                mine = private["_client"]
+                private["_client"] = mine._clone(
+                    clone._client.deadline, owns_connections=mine._owns_connections
+                )
+            elif name not in self._CALL_OPTIONS:
+                private["_client"] = clone._client
             return
         super().__setattr__(name, value)
 
@@ -324,8 +332,9 @@ class RerankFields(BaseModel):
         """A copy with some options changed, leaving this (shared) instance untouched.
 
         ``top_n``, ``score_threshold``, ``rank_fields`` and ``deadline`` copies share this
-        instance's connection pool (cheap: use one per call); other options build a new
-        client. Unknown names raise :class:`RerankConfigError`.
+        instance's connection pool (cheap: use one per call), which closing the copy's
+        client leaves open; other options build a new client. Unknown names raise
+        :class:`RerankConfigError`.
         """
         unknown = set(overrides) - set(type(self).model_fields)
         if unknown:
@@ -340,12 +349,15 @@ class RerankFields(BaseModel):
                 overrides.get("score_threshold", self.score_threshold),
                 overrides.get("rank_fields", self.rank_fields),
             )
-            clone = self.model_copy(update=overrides)  # shares the private client
+            clone = self.model_copy(update=overrides)
             if "rank_fields" in overrides:  # not shared with the caller's list
                 clone.__dict__["rank_fields"] = read_only(clone.rank_fields, "rank_fields")
-            if "deadline" in overrides:
-                clone._client = self._client.with_deadline(overrides["deadline"])
-                clone.__dict__["deadline"] = clone._client.deadline
+            # the copy's client shares this one's pool and never closes it (closing a
+            # copy's client must not cut this instance's calls in flight)
+            clone._client = self._client.with_deadline(
+                overrides.get("deadline", self._client.deadline)
+            )
+            clone.__dict__["deadline"] = clone._client.deadline
             return clone
         data = {name: getattr(self, name) for name in type(self).model_fields}
         # the field shows base_url with its credentials redacted: rebuild with the real one

@@ -15,6 +15,10 @@ What a failover endpoint takes from where:
   primary's ``dedupe`` (it shapes the answer the caller gets back);
 - not used: its own ``on_error`` and ``failover`` (the chain is the primary's, one level).
 
+A failover endpoint that cannot serve a call (an Mxbai model and ``rank_fields``) is
+skipped for that call, nothing sent (a WARNING the first time): the chain goes on to the
+next endpoint, then to the primary's ``on_error`` with the last real failure.
+
 Scores are never mixed: the call is planned afresh for the failover endpoint, so every
 score of the ranking comes from that endpoint (or its own cache). Scores of a primary
 batch that answered before another batch failed, and the primary's cached scores, are
@@ -25,6 +29,7 @@ model), never to the primary's.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +73,30 @@ def replan(plan: CallPlan, client: RerankClient) -> CallPlan:
     return CallPlan(spec, options)
 
 
+#: failover clients already reported as unable to serve some calls (one WARNING each)
+_NOTED_UNABLE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _planned_for(plan: CallPlan, client: RerankClient) -> CallPlan | None:
+    """``plan`` planned for the failover ``client``, or None when that endpoint cannot
+    serve this call (an Mxbai endpoint and ``rank_fields``): it is skipped, and the chain
+    goes on to the next endpoint or to ``on_error``. Said once per client at WARNING (it
+    is a configuration the caller may want to change), then at DEBUG."""
+    try:
+        return replan(plan, client)
+    except RerankInputError as exc:
+        sdk = client._sdk  # one per configuration: with_deadline clones share it
+        first = sdk not in _NOTED_UNABLE
+        _NOTED_UNABLE.add(sdk)
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "Skipping the failover endpoint %s, which cannot serve this call: %s",
+            client.endpoint,
+            exc,
+        )
+        return None
+
+
 def _moving_on(source: RerankClient, target: RerankClient, error: RerankError) -> None:
     # an open breaker was already announced once, when it opened: do not repeat it per call
     level = logging.INFO if isinstance(error, CircuitOpenError) else logging.WARNING
@@ -97,14 +126,20 @@ def failover(
     other (and its breaker counts it only if it was sent something).
     """
     source = primary
+    sent = not isinstance(error, CircuitOpenError)  # did an endpoint use the deadline?
     for client in primary.failover:
+        own = _planned_for(plan, client)
+        if own is None:
+            continue
         _moving_on(source, client, error)
         try:
-            return _answered(client._attempt(replan(plan, client), deadline), client)
+            results = client._attempt(own, deadline, whole_deadline=not sent)
+            return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):  # this endpoint's configuration is wrong: say so
                 raise
             source, error = client, exc
+            sent = sent or not isinstance(exc, CircuitOpenError)
     return primary._failed(plan, error)
 
 
@@ -113,14 +148,20 @@ async def afailover(
 ) -> RerankResults:
     """Async :func:`failover`."""
     source = primary
+    sent = not isinstance(error, CircuitOpenError)  # did an endpoint use the deadline?
     for client in primary.failover:
+        own = _planned_for(plan, client)
+        if own is None:
+            continue
         _moving_on(source, client, error)
         try:
-            return _answered(await client._aattempt(replan(plan, client), deadline), client)
+            results = await client._aattempt(own, deadline, whole_deadline=not sent)
+            return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):
                 raise
             source, error = client, exc
+            sent = sent or not isinstance(exc, CircuitOpenError)
     return primary._failed(plan, error)
 
 

@@ -131,6 +131,28 @@ class SDKClients:
                     self._sync_finalizer = weakref.finalize(self, client.close)
         return client
 
+    def warm_up(self) -> None:
+        """Build the sync client, and run one request through the whole sending path (the
+        SDK's request building, its lazily imported ``together.resources``, our httpx hooks
+        and backend, decoding) on a throwaway client whose transport answers in process:
+        nothing is sent, and the first real call costs what later calls cost."""
+        import httpx
+        from together import Together
+
+        from ._transport import build_sync_http_client
+
+        self._sync_client()
+        # a URL that says so in the one line httpx logs (at INFO) for the dry request
+        kwargs = self._sdk_kwargs() | {"base_url": "http://warm-up.invalid/v1"}
+        answer = b'{"results": [{"index": 0, "relevance_score": 0.0}]}'
+        dry = httpx.MockTransport(lambda request: httpx.Response(200, content=answer))
+        with build_sync_http_client(kwargs["base_url"], self.settings.timeout, dry) as http:
+            client = Together(**kwargs, http_client=http)
+            response = client.rerank.with_raw_response.create(
+                model=self.settings.model, query="warm up", documents=["warm up"]
+            )
+            self.decode(response.read())
+
     async def _async_client(self) -> AsyncTogether:
         loop = asyncio.get_running_loop()
         entry = self._async.get(loop)
@@ -184,24 +206,64 @@ class SDKClients:
             max_retries=self.settings.max_retries,
         )
 
-    def deadline_error(self, deadline: Deadline) -> RerankTimeoutError:
-        return RerankTimeoutError(
+    def deadline_error(self, deadline: Deadline, *, cut_short: bool = True) -> RerankTimeoutError:
+        """The call's deadline ran out before this endpoint answered. ``cut_short``: the
+        endpoint did nothing wrong that we saw (nothing sent, or an attempt still within
+        its own ``timeout`` when the deadline cut it), which a circuit breaker counts only
+        if this endpoint had the call's whole deadline (``RerankClient._record``)."""
+        error = RerankTimeoutError(
             f"The rerank call's deadline ({deadline.seconds:g} s, `deadline`) was reached "
             f"before {self.settings.shown_base_url}/v1/rerank answered; no ranking was "
             "returned. Raise `deadline`, or lower `timeout`/`max_retries` so that an attempt "
             "fits in it."
         )
+        error._cut_short = cut_short  # type: ignore[attr-defined]
+        return error
 
     def _failure(self, exc: Exception, deadline: Deadline | None, kwargs: Any) -> RerankError:
         import together
 
+        from ._transport import cut_short
+
+        rank_fields = "rank_fields" in kwargs
+        if isinstance(exc, DeadlineExceeded) and exc.response is not None and deadline:
+            # an error status whose retry would not fit in the deadline: that status's
+            # typed error (a 429 stays a RateLimitError, with the server's Retry-After)
+            return self._not_retried(exc.response, exc.wait, deadline, rank_fields)
         if isinstance(exc, DeadlineExceeded) or (
             deadline is not None
             and deadline.expired()
             and isinstance(exc, together.APIConnectionError)  # timeouts included
         ):
-            return self.deadline_error(deadline)  # type: ignore[arg-type]
-        return self.error(exc, rank_fields="rank_fields" in kwargs)
+            return self.deadline_error(deadline, cut_short=cut_short())  # type: ignore[arg-type]
+        return self.error(exc, rank_fields=rank_fields)
+
+    def _not_retried(
+        self, response: httpx.Response, wait: float | None, deadline: Deadline, rank_fields: bool
+    ) -> RerankError:
+        import together
+
+        try:
+            body: Any = response.json()
+        except Exception:  # not JSON, not read: the status alone says enough
+            body = None
+        status_error = together.APIStatusError(
+            f"Error code: {response.status_code}", response=response, body=body
+        )
+        due = "" if wait is None else f" in {wait:.3g} s"
+        note = (
+            f"and not retried: the next attempt was due{due}, past what is left of the "
+            f"call's deadline ({deadline.seconds:g} s, `deadline`)"
+        )
+        return translate_sdk_error(
+            status_error,
+            model=self.settings.model,
+            base_url=self.settings.shown_base_url,
+            secret=self.secrets,
+            rank_fields=rank_fields,
+            max_retries=self.settings.max_retries,
+            not_retried=note,
+        )
 
     @staticmethod
     def decode(raw: bytes) -> Any:

@@ -33,7 +33,10 @@ attempt bound degrades to per-operation timeouts (the deadline still caps each o
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import socket
+import threading
 import time
 import weakref
 from contextvars import ContextVar, Token
@@ -52,6 +55,7 @@ __all__ = [
     "build_async_http_client",
     "build_sync_http_client",
     "cap_retry_sleep",
+    "cut_short",
     "end",
     "forget_sync_sockets",
 ]
@@ -68,6 +72,13 @@ class _Attempt:
     retry: str | None = None  # the SDK's retry count of the current attempt
     expires_at: float | None = None
     started: bool = field(default=False)
+    #: the current attempt's bound is the call's deadline, not its own ``timeout``
+    by_deadline: bool = False
+    #: the current attempt's last answer (an error status, before the SDK retries it)
+    response: httpx.Response | None = None
+    #: an attempt failed on its own: an error status, a connection error, or its own
+    #: ``timeout`` (not the call's deadline cutting it short)
+    own_failure: bool = False
 
 
 _CURRENT: ContextVar[_Attempt | None] = ContextVar("together_rerank_attempt", default=None)
@@ -89,13 +100,12 @@ def _start_attempt(request: httpx.Request) -> None:
     retry = request.headers.get(_RETRY_COUNT_HEADER)
     if state.started and retry is not None and retry == state.retry:
         return  # a followed redirect: same attempt, same budget
-    state.started, state.retry = True, retry
+    state.started, state.retry, state.response = True, retry, None
     now = time.monotonic()
     expiry = None if state.timeout is None else now + state.timeout
-    if state.deadline is not None:
-        expiry = (
-            state.deadline.expires_at if expiry is None else min(expiry, state.deadline.expires_at)
-        )
+    state.by_deadline = False
+    if state.deadline is not None and (expiry is None or state.deadline.expires_at < expiry):
+        expiry, state.by_deadline = state.deadline.expires_at, True
     state.expires_at = expiry
     if expiry is not None:
         # also caps waiting for a pooled connection, which the backend never sees
@@ -130,13 +140,40 @@ def cap_retry_sleep(client: Any) -> bool:
     def capped(*args: Any, **kwargs: Any) -> float:
         seconds: float = original(*args, **kwargs)
         state = _CURRENT.get()
-        deadline = state.deadline if state is not None else None
+        if state is None:
+            return seconds
+        # called only after an attempt failed: on its own, or cut by the call's deadline
+        deadline = state.deadline
+        cut = state.response is None and state.by_deadline and _expired(deadline)
+        state.own_failure = state.own_failure or not cut
         if deadline is not None and seconds >= deadline.remaining():
-            raise DeadlineExceeded
+            raise DeadlineExceeded(seconds, state.response)
         return seconds
 
     client._calculate_retry_timeout = capped
     return True
+
+
+def _expired(deadline: Deadline | None) -> bool:
+    return deadline is not None and deadline.expired()
+
+
+def cut_short() -> bool:
+    """In the SDK request that just failed (between :func:`begin` and :func:`end`): True
+    when the call's deadline cut it short with no failure of the endpoint's own (no
+    attempt got an error status or a connection error or ran out of its own ``timeout``,
+    or nothing was sent). What a circuit breaker may not count against the endpoint when
+    another endpoint spent the deadline first (see ``RerankClient._record``)."""
+    state = _CURRENT.get()
+    if state is None or not state.started:
+        return True
+    return not state.own_failure and state.response is None and state.by_deadline
+
+
+def _note_response(response: httpx.Response) -> None:
+    state = _CURRENT.get()
+    if state is not None:
+        state.response = response if response.is_error else None
 
 
 # -- origin ---------------------------------------------------------------------------------
@@ -199,6 +236,40 @@ class _Stream(httpcore.NetworkStream):
                 os.close(sock.detach())
 
 
+def _resolve(host: str, port: int, budget: float | None) -> list[str]:
+    """The addresses of ``host``, looked up within ``budget`` seconds.
+
+    ``socket.getaddrinfo`` takes no timeout (a slow resolver holds a sync connect for as
+    long as it likes, past any ``timeout`` or deadline), so with a budget the lookup runs
+    in a daemon thread and we stop waiting for it when the budget is spent: the attempt
+    fails with a connect timeout, and the lookup finishes (or not) on its own, holding
+    nothing of ours. An IP address, or no budget at all, needs no thread."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return [host]
+    except ValueError:
+        pass
+    if budget is None:
+        return [host]  # no bound asked for: the inner backend resolves as usual
+    found: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as exc:
+            found.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="together-rerank-resolve", daemon=True).start()
+    if not done.wait(budget):
+        raise httpcore.ConnectTimeout(f"resolving {host!r} took longer than the attempt's time")
+    if isinstance(found[0], Exception):
+        raise httpcore.ConnectError(str(found[0])) from found[0]
+    return list(dict.fromkeys(str(info[4][0]) for info in found[0]))
+
+
 class _Backend(httpcore.NetworkBackend):
     def __init__(self, inner: httpcore.NetworkBackend) -> None:
         self._inner = inner
@@ -211,11 +282,25 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        return _Stream(
-            self._inner.connect_tcp(
-                host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
-            )
-        )
+        # resolved here, within the attempt's time (the async backend bounds its own
+        # lookup with the connect timeout); then each address in turn, as
+        # socket.create_connection does
+        addresses = _resolve(host, port, _left(timeout, httpcore.ConnectTimeout))
+        for i, address in enumerate(addresses):
+            try:
+                inner = self._inner.connect_tcp(
+                    address,
+                    port,
+                    _left(timeout, httpcore.ConnectTimeout),
+                    local_address,
+                    socket_options,
+                )
+            except httpcore.ConnectError:
+                if i == len(addresses) - 1:
+                    raise
+                continue
+            return _Stream(inner)
+        raise httpcore.ConnectError(f"no address found for {host!r}")  # getaddrinfo gave none
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
@@ -321,6 +406,7 @@ def build_sync_http_client(
 
     def on_response(response: httpx.Response) -> None:
         _refuse_foreign_redirect(origin, response)
+        _note_response(response)
 
     client = httpx.Client(
         transport=transport,
@@ -341,6 +427,7 @@ def build_async_http_client(
 
     async def on_response(response: httpx.Response) -> None:
         _refuse_foreign_redirect(origin, response)
+        _note_response(response)
 
     client = httpx.AsyncClient(
         transport=transport,
