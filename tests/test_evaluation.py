@@ -352,9 +352,8 @@ def test_did_not_measurably_help_says_how_many_more_queries_would_tell() -> None
     assert rec.score_threshold is None
     assert rec.llama_index is None
     assert "did not measurably help" in rec.reason
-    # half-width 0.04 at 50 queries; to exclude zero at a gain of 0.02 it must halve:
-    # 50 * (0.04 / 0.02)^2 = 200 queries in all, 150 more
-    assert "about 150 more judged queries (200 in all)" in rec.reason
+    # how many: test_how_many_more_queries_is_for_80_percent_power_on_the_interval_side...
+    assert "more judged queries" in rec.reason
 
 
 def test_worse_at_every_depth_is_said_so() -> None:
@@ -662,3 +661,171 @@ def test_docs_example_output_is_what_it_prints(
         return rows
 
     assert masked(printed) == masked(shown)
+
+
+# -- review of issue 17: what the data does not support is not claimed -------------------------
+def mostly_unchanged(changed: int, total: int = 40) -> tuple[EvalDataset, Any, Any]:
+    """``total`` queries; in ``changed`` of them the relevant passage is 4th and the reranker
+    lifts it to 1st, in the others the first stage already ranks it 1st (gain 0)."""
+    queries = {f"q{i}": f"question {i}" for i in range(total)}
+    qrels = {f"q{i}": {f"rel-{i}": 1} for i in range(total)}
+    lists = {}
+    for i in range(total):
+        ids = [f"other-{i}-{j}" for j in range(10)]
+        ids[3 if i < changed else 0] = f"rel-{i}"
+        lists[f"question {i}"] = [(d, d) for d in ids]
+
+    def scores(query: str, texts: list[str]) -> list[float]:
+        return [0.9 if t.startswith("rel") else 0.1 for t in texts]
+
+    return EvalDataset(queries, qrels), lists.__getitem__, LexicalRerankEndpoint(scorer=scores)
+
+
+@pytest.mark.parametrize(("changed", "total"), [(2, 2), (4, 40), (5, 5)])
+def test_too_few_changed_queries_recommend_nothing(changed: int, total: int) -> None:
+    """A bootstrap interval never reaches past the data: when every query the reranker
+    changed gained, it excludes zero however few they are (2 queries, or 4 of 40), while an
+    exact sign test needs 6 concordant changes for 95%. Such an interval is no evidence."""
+    data, retriever, endpoint = mostly_unchanged(changed, total)
+    report = evaluate_reranking(retriever, client(endpoint), data, candidates=[5, 10])
+    best = report.depths[0]
+    assert best.gain > 0
+    assert best.changed == changed
+    rec = report.recommendation
+    assert rec.helped is False
+    assert rec.candidates is None
+    assert rec.llama_index is None
+    assert f"only {changed} of {total} judged queries" in rec.reason
+
+
+def test_six_concordant_changes_are_enough() -> None:
+    data, retriever, endpoint = mostly_unchanged(6, 6)
+    report = evaluate_reranking(retriever, client(endpoint), data, candidates=[5, 10])
+    assert report.recommendation.helped is True
+    assert report.recommendation.candidates == 5
+
+
+def test_queries_without_a_relevant_document_are_left_out_of_every_mean() -> None:
+    """nDCG, RR and recall are undefined (0 in trec_eval) for a query judged only not
+    relevant, whatever the ranking: counted, they dilute every mean and the first stage's
+    recall (a false 'the first stage is the limit' warning)."""
+    data, retriever, endpoint = planted()
+    assert data.corpus is None
+    queries = dict(data.queries)
+    qrels = dict(data.qrels)
+    lists: dict[str, list[tuple[str, str]]] = {}
+    for i in range(6):
+        queries[f"z{i}"] = f"unanswerable {i}"
+        qrels[f"z{i}"] = {f"junk-{i}": 0}
+        lists[f"unanswerable {i}"] = [(f"junk-{i}", f"junk-{i}"), ("other", "other")]
+
+    def retrieve(query: str) -> Any:
+        return lists[query] if query in lists else retriever(query)
+
+    mixed = EvalDataset(queries, qrels)
+    report = evaluate_reranking(retrieve, client(endpoint), mixed, candidates=[5, 20])
+    alone = evaluate_reranking(
+        retriever, client(LexicalRerankEndpoint(scorer=endpoint.scorer)), data, candidates=[5, 20]
+    )
+    assert report.queries == 6
+    assert report.first_stage == pytest.approx(alone.first_stage)
+    assert [d.as_dict()["gain_ci"] for d in report.depths] == [
+        d.as_dict()["gain_ci"] for d in alone.depths
+    ]
+    assert report.depths[0].pool_recall == 1.0
+    assert not any("finds only" in w for w in report.recommendation.warnings)
+    assert any(
+        "6 judged queries have no relevant document" in w for w in report.recommendation.warnings
+    )
+    # nothing was sent for them
+    sent = [r["query"] for r in endpoint.requests]
+    assert not any(q.startswith("unanswerable") for q in sent)
+
+
+def test_every_gain_in_the_recommendation_is_shown_with_its_interval() -> None:
+    depths = [
+        depth(5, 0.02, (0.01, 0.03)),
+        depth(10, 0.058, (0.031, 0.082)),
+        depth(20, 0.06, (0.04, 0.08)),
+        depth(50, 0.04, (0.012, 0.07)),
+    ]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=100, relevant_scores={10: [0.5]})
+    assert rec.candidates == 10
+    assert "gain +0.058 [95% CI +0.031, +0.082]" in rec.reason
+    peak = next(w for w in rec.warnings if w.startswith("quality falls past 20"))
+    assert "+0.060 [95% CI +0.040, +0.080]" in peak
+    assert "+0.040 [95% CI +0.012, +0.070]" in peak
+
+
+def test_a_fall_past_the_peak_within_the_noise_is_not_warned() -> None:
+    """Given the per-query gains, the fall is a paired difference with its own interval:
+    warned (with that interval) only when the interval excludes zero."""
+    rng = np.random.default_rng(5)
+    at10 = list(rng.normal(0.1, 0.05, size=60))
+    # the point estimate falls by 0.01; each query moves by +0.09 or -0.11 (not measurable)
+    noisy = [g + (0.09 if i % 2 else -0.11) for i, g in enumerate(at10)]
+    clear = [g - 0.05 + float(e) for g, e in zip(at10, rng.normal(0, 0.01, size=60), strict=True)]
+    for deeper, warned in ((noisy, False), (clear, True)):
+        gains = {10: at10, 20: deeper}
+        depths = [
+            DepthResult(c, 0.5, 0.5, 0.5, 0.9, float(np.mean(g)), bootstrap_ci(g, seed=0))
+            for c, g in gains.items()
+        ]
+        assert depths[1].gain < 0.95 * depths[0].gain  # the point estimates fall
+        rec = recommend(
+            depths, cutoff=10, keep=0.95, queries=60, relevant_scores={10: [0.5]}, gains=gains
+        )
+        falls = [w for w in rec.warnings if w.startswith("quality falls past 10")]
+        assert bool(falls) is warned
+        if warned:
+            diff = [b - a for a, b in zip(at10, deeper, strict=True)]
+            low, high = bootstrap_ci(diff, seed=0) or (0, 0)
+            assert f"[95% CI {low:+.3f}, {high:+.3f}]" in falls[0]
+
+
+def test_how_many_more_queries_is_for_80_percent_power_on_the_interval_side_that_matters() -> None:
+    # gain 0.02, interval [-0.03, +0.05] at 50 queries: the lower side is 0.05 from the gain,
+    # a standard error of 0.05 / 1.96. Excluding zero 4 times in 5 (80% power) needs the gain
+    # to be (1.96 + 0.8416) standard errors: 50 * (0.05 * (1.96 + 0.8416) / 1.96 / 0.02)^2
+    depths = [depth(5, 0.01, (-0.01, 0.03)), depth(10, 0.02, (-0.03, 0.05))]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=50, relevant_scores={})
+    z, power = NormalDist().inv_cdf(0.975), NormalDist().inv_cdf(0.8)
+    need = math.ceil(50 * (0.05 * (z + power) / z / 0.02) ** 2)
+    assert f"about {need - 50} more judged queries ({need} in all)" in rec.reason
+    assert "80%" in rec.reason
+
+
+class FailingAfter(LexicalRerankEndpoint):
+    """Answers the first ``ok`` requests, then 503s."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__(scorer=pointwise_lexical_scores)
+        self.ok = ok
+        self.calls = 0
+
+    def handle(self, request: Any) -> Any:
+        import httpx
+
+        self.calls += 1
+        if self.calls > self.ok:
+            return httpx.Response(503, json={"error": {"message": "down", "type": "server"}})
+        return super().handle(request)
+
+
+def test_a_latency_call_that_fell_back_is_not_timed_as_the_rerankers_latency() -> None:
+    data, retriever, _ = planted()
+    endpoint = FailingAfter(ok=len(data.queries))  # the scoring pass, then nothing
+    rerank = client(endpoint, on_error="fallback", max_retries=0)
+    report = evaluate_reranking(retriever, rerank, data, candidates=[5, 10], latency_sample=3)
+    for d in report.as_dict()["depths"]:
+        assert d["latency_p50_ms"] is None
+        assert d["latency_p95_ms"] is None
+    assert any("fell back" in w and "not timed" in w for w in report.warnings)
+
+
+def test_a_scoring_call_that_fell_back_stops_the_evaluation_saying_why() -> None:
+    data, retriever, _ = planted()
+    rerank = client(FailingAfter(ok=2), on_error="fallback", max_retries=0)
+    with pytest.raises(EvaluationError, match="fell back") as exc:
+        evaluate_reranking(retriever, rerank, data, candidates=[5, 10], latency_sample=0)
+    assert "not the reranker's ranking" in str(exc.value)

@@ -16,6 +16,7 @@ from ._metrics import write_trec_run
 
 __all__ = [
     "LOW_POOL_RECALL",
+    "MIN_CHANGED",
     "DepthResult",
     "Recommendation",
     "RerankEvaluation",
@@ -26,6 +27,13 @@ __all__ = [
 #: Below this first-stage recall at the recommended depth, the report warns that the first
 #: stage, not the reranker, is the limit.
 LOW_POOL_RECALL = 0.6
+
+#: The fewest queries the reranker must change (a gain other than 0) before an interval of
+#: the gain is taken as evidence. A bootstrap interval never reaches past the data: when
+#: every changed query gained, it excludes zero however few they are, while an exact sign
+#: test needs 6 changes of the same sign to be significant at 95% (2 x 0.5^6 = 0.031; with 5,
+#: 0.0625).
+MIN_CHANGED = 6
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class DepthResult:
     latency_p95_ms: float | None = None
     cost_per_1000_queries: float | None = None
     short_queries: int = 0
+    #: queries whose nDCG the reranker changed (None: not known, e.g. constructed data)
+    changed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +76,7 @@ class DepthResult:
             "latency_p95_ms": self.latency_p95_ms,
             "cost_per_1000_queries": self.cost_per_1000_queries,
             "short_queries": self.short_queries,
+            "changed": self.changed,
         }
 
 
@@ -137,6 +148,23 @@ def settings(
     return llama, lang
 
 
+def _shown(gain: float, ci: tuple[float, float] | None) -> str:
+    """A gain with its interval (never one without the other, where there is one)."""
+    return f"{gain:+.3f}" + ("" if ci is None else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]")
+
+
+def queries_needed(queries: int, gain: float, ci: tuple[float, float], power: float = 0.8) -> int:
+    """Judged queries in all for a 95% interval to exclude zero ``power`` of the time if the
+    true gain is ``gain``: the interval's side toward zero gives the standard error
+    (``(gain - low) / 1.96`` at ``queries``), which shrinks as 1/sqrt(queries); zero is
+    excluded ``power`` of the time when the gain is (1.96 + z(power)) standard errors."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.975)
+    side = gain - ci[0] if gain > 0 else ci[1] - gain
+    return math.ceil(queries * (side * (z + NormalDist().inv_cdf(power)) / z / gain) ** 2)
+
+
 def recommend(
     depths: Sequence[DepthResult],
     *,
@@ -146,31 +174,60 @@ def recommend(
     relevant_scores: Mapping[int, Sequence[float]],
     model: str | None = None,
     warnings: Sequence[str] = (),
+    gains: Mapping[int, Sequence[float]] | None = None,
+    seed: int = 0,
 ) -> Recommendation:
     """The rule: ``candidates`` is the smallest depth whose nDCG gain is at least ``keep`` of
-    the best depth's gain, when the best gain's interval excludes zero; ``top_n`` the cutoff;
-    ``score_threshold`` from ``relevant_scores[candidates]`` (the scores of the relevant
-    documents in the reranked top ``cutoff``, pooled over queries) by :func:`score_threshold`.
+    the best depth's gain, when the best gain's interval excludes zero (and the reranker
+    changed at least :data:`MIN_CHANGED` queries there, where ``changed`` is known);
+    ``top_n`` the cutoff; ``score_threshold`` from ``relevant_scores[candidates]`` (the
+    scores of the relevant documents in the reranked top ``cutoff``, pooled over queries)
+    by :func:`score_threshold`.
+
+    ``gains`` (per-query gains of each depth, in the same query order): the fall past the
+    peak is then a paired difference with its own interval, warned only when that interval
+    excludes zero; without them, on the point estimates.
     """
     found: list[str] = list(warnings)
     nd = f"nDCG@{cutoff}"
     best = max(depths, key=lambda d: d.gain)  # ties: the smallest depth
     ci = best.gain_ci
-    shown = f"{best.gain:+.3f}" + ("" if ci is None else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]")
+    shown = _shown(best.gain, ci)
     if best.gain > 0:
         falls = [d for d in depths if d.candidates > best.candidates and d.gain < keep * best.gain]
         if falls:
             worst = min(falls, key=lambda d: d.gain)
-            found.append(
-                f"quality falls past {best.candidates} candidates (the peak): the {nd} gain is "
-                f"{best.gain:+.3f} there and {worst.gain:+.3f} at {worst.candidates}; deeper "
-                "lists give the reranker more wrong documents to promote"
-            )
+            drop = ""
+            measurable = True
+            if gains is not None and best.candidates in gains and worst.candidates in gains:
+                from ._metrics import bootstrap_ci
+
+                diff = [
+                    b - a
+                    for a, b in zip(gains[best.candidates], gains[worst.candidates], strict=True)
+                ]
+                drop_ci = bootstrap_ci(diff, seed=seed)
+                measurable = drop_ci is not None and drop_ci[1] < 0
+                drop = f"; the fall is {_shown(sum(diff) / len(diff), drop_ci)}"
+            if measurable:
+                found.append(
+                    f"quality falls past {best.candidates} candidates (the peak): the {nd} gain "
+                    f"is {shown} there and {_shown(worst.gain, worst.gain_ci)} at "
+                    f"{worst.candidates}{drop}; deeper lists give the reranker more wrong "
+                    "documents to promote"
+                )
     chosen: DepthResult | None = None
     if ci is None:
         reason = (
             f"{queries} judged query(ies) are too few for an interval: judge more queries "
             "(see docs/evaluation.md for how many)"
+        )
+    elif best.changed is not None and best.changed < MIN_CHANGED and not ci[0] <= 0 <= ci[1]:
+        reason = (
+            f"too few queries to tell: the reranker changed only {best.changed} of {queries} "
+            f"judged queries at {best.candidates} candidates (best {nd} gain {shown}); an "
+            f"interval is evidence from {MIN_CHANGED} changed queries on (a bootstrap interval "
+            "cannot reach zero when every change has the same sign): judge more queries"
         )
     elif ci[0] <= 0 <= ci[1]:
         reason = (
@@ -178,12 +235,11 @@ def recommend(
             f"at {best.candidates} candidates, and the interval includes zero"
         )
         if best.gain > 0:
-            half = (ci[1] - ci[0]) / 2
-            need = math.ceil(queries * (half / best.gain) ** 2)
+            need = queries_needed(queries, best.gain, ci)
             more = max(need - queries, 1)
             reason += (
-                f"; about {more} more judged queries ({need} in all) would tell, if the gain "
-                "stays the same (an interval narrows as 1/sqrt(queries))"
+                f"; about {more} more judged queries ({need} in all) would show it 80% of the "
+                "time, if the true gain is this large (an interval narrows as 1/sqrt(queries))"
             )
     elif ci[1] < 0:
         reason = (
@@ -191,12 +247,22 @@ def recommend(
             f"at {best.candidates} candidates"
         )
     else:
-        chosen = next(d for d in depths if d.gain >= keep * best.gain)
+        # the smallest depth within keep of the best whose own interval excludes zero too
+        chosen = next(
+            d
+            for d in depths
+            if d.gain >= keep * best.gain and (d is best or d.gain_ci is None or d.gain_ci[0] > 0)
+        )
         share = chosen.gain / best.gain
+        of_best = (
+            "the best of the sweep"
+            if chosen is best
+            else f"{share:.0%} of the best gain ({shown} at {best.candidates})"
+        )
         reason = (
-            f"{chosen.candidates} candidates: {nd} gain {chosen.gain:+.3f} over the first stage, "
-            f"{share:.0%} of the best gain ({shown} at {best.candidates}); the smallest depth "
-            f"within keep={keep:g} of the best"
+            f"{chosen.candidates} candidates: {nd} gain {_shown(chosen.gain, chosen.gain_ci)} "
+            f"over the first stage, {of_best}; the smallest depth within keep={keep:g} of the "
+            "best, its interval above zero"
         )
     at = chosen or depths[-1]
     if at.pool_recall < LOW_POOL_RECALL:
@@ -217,6 +283,12 @@ def recommend(
 # -- the report ------------------------------------------------------------------------------
 def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def _cost(d: DepthResult) -> str:
+    """The cost, marked ``~`` when the tokens it is priced from are estimated."""
+    estimated = d.tokens_estimated and d.cost_per_1000_queries is not None
+    return _num(d.cost_per_1000_queries, ".4f") + ("~" if estimated else "")
 
 
 @dataclass
@@ -316,7 +388,7 @@ class RerankEvaluation:
                 f"{d.candidates:>5} {d.ndcg:>8.4f} {d.gain:>+8.3f} {ci:>17} {d.mrr:>7.4f} "
                 f"{d.recall:>7.4f} {d.pool_recall:>7.4f} {tokens:>8} "
                 f"{_num(d.latency_p50_ms, '.1f'):>7} {_num(d.latency_p95_ms, '.1f'):>7} "
-                f"{_num(d.cost_per_1000_queries, '.4f'):>8}"
+                f"{_cost(d):>8}"
             )
         lines += [
             "",
@@ -412,7 +484,7 @@ class RerankEvaluation:
                 _num(d.tokens_per_query, ",.0f") + ("~" if d.tokens_estimated else ""),
                 _num(d.latency_p50_ms, ".1f"),
                 _num(d.latency_p95_ms, ".1f"),
-                _num(d.cost_per_1000_queries, ".4f"),
+                _cost(d),
             )
             rows.append(f"<tr{style}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         fs = self.first_stage

@@ -162,6 +162,13 @@ async def evaluate_first_stage(
     except ImportError:
         raise missing("scipy") from None
     score = scorer(reranker)
+    found_warnings = list(warnings)
+    dataset, unanswerable = _with_relevant(dataset)
+    if unanswerable:
+        found_warnings.append(
+            f"{unanswerable} judged queries have no relevant document (every measure is 0 for "
+            "them whatever the ranking): left out of every mean, and not sent"
+        )
     items = Items(score, id_key, dataset.corpus)
     deepest = max(depths)
     qids = list(dataset.queries)
@@ -204,9 +211,13 @@ async def evaluate_first_stage(
                 plan = score.client.plan(q.text, q.payloads, rank_fields=score.rank_fields)
                 async with semaphore:
                     results = await score.client.aexecute(plan)
-                if results.fallback:
-                    assert results.error is not None
-                    raise results.error  # no scores: nothing to evaluate
+                if results.fallback:  # the first stage's order, not a ranking: not scored
+                    raise EvaluationError(
+                        f"the reranker failed on query {q.qid!r} and fell back to the first "
+                        f"stage's order ({results.error}), which is not the reranker's ranking: "
+                        "nothing to evaluate. Fix the cause and run again (a cache keeps what "
+                        "was scored)"
+                    ) from results.error
                 q.scores = plan.position_scores(results)
                 totals["requests"] += results.requests
                 totals["documents"] += results.documents_sent
@@ -234,8 +245,31 @@ async def evaluate_first_stage(
         totals=totals,
         tokens=tokens,
         latency=latency,
-        warnings=warnings,
+        warnings=found_warnings,
     )
+
+
+def _with_relevant(dataset: EvalDataset) -> tuple[EvalDataset, int]:
+    """The judged queries with a relevant document (grade >= 1), and how many had none:
+    nDCG, RR and recall are undefined for those (trec_eval's 0 whatever the ranking), so
+    counting them would dilute every mean and the first stage's recall."""
+    keep = [q for q, grades in dataset.qrels.items() if any(g >= 1 for g in grades.values())]
+    if len(keep) == len(dataset.qrels):
+        return dataset, 0
+    if not keep:
+        raise EvaluationError(
+            f"no judged query of {dataset.name} has a relevant document (a grade >= 1): "
+            "nothing to measure"
+        )
+    subset = EvalDataset(
+        {q: dataset.queries[q] for q in keep},
+        {q: dataset.qrels[q] for q in keep},
+        dataset.corpus,
+        dataset.name,
+        dataset.path,
+        dataset.qrels_file,
+    )
+    return subset, len(dataset.qrels) - len(keep)
 
 
 @dataclass
@@ -244,6 +278,7 @@ class _Latency:
     documents: int
     ms: dict[int, list[float]]
     tokens: dict[int, list[int | None]]
+    fallbacks: int = 0
 
 
 async def _latency(
@@ -267,8 +302,12 @@ async def _latency(
                 q.text, q.payloads[:c], top_n=min(cutoff, c), rank_fields=score.rank_fields
             )
             results = await client.aexecute(plan)
-            out.ms[c].append((time.perf_counter() - start) * 1000)
+            elapsed = (time.perf_counter() - start) * 1000
             out.documents += results.documents_sent
+            if results.fallback:  # the failure's time, not the reranker's: not timed
+                out.fallbacks += 1
+                continue
+            out.ms[c].append(elapsed)
             out.tokens[c].append(_reported_tokens(results))
     return out
 
@@ -303,6 +342,11 @@ def _report(
     base = per_query(qrels, first_order, cutoff)
     notes: list[str] = []
     found_warnings = list(warnings)
+    if latency.fallbacks:
+        found_warnings.append(
+            f"{latency.fallbacks} of the latency sample's calls failed and fell back "
+            "(on_error='fallback'): not timed; the latency shown is of the calls that ranked"
+        )
     longest = max((len(q.ids) for q in queries), default=0)
     short_deepest = sum(1 for q in queries if len(q.ids) < deepest)
     if first.deepened is None and short_deepest:
@@ -373,6 +417,7 @@ def _report(
                 latency_p95_ms=_percentile(latency.ms.get(c, []), 95),
                 cost_per_1000_queries=cost,
                 short_queries=sum(1 for q in queries if len(q.ids) < c),
+                changed=sum(1 for g in per_gain if g != 0),
             )
         )
         orders[c] = order
@@ -406,8 +451,8 @@ def _report(
         notes.append("latency: not measured (latency_sample=0)")
     if any(d.tokens_estimated for d in results):
         notes.append(
-            "tokens/query marked ~ are estimated from the scoring pass's reported tokens per "
-            "document, not measured at that depth"
+            "tokens/query (and the cost) marked ~ are estimated from the scoring pass's "
+            "reported tokens per document, not measured at that depth"
         )
     elif all(d.tokens_per_query is None for d in results):
         notes.append("tokens: not reported by the endpoint")
@@ -422,6 +467,8 @@ def _report(
         relevant_scores=relevant,
         model=None if offline else score.client.model,  # the test endpoint's is no advice
         warnings=found_warnings,
+        gains=gains,
+        seed=seed,
     )
     return RerankEvaluation(
         cutoff=cutoff,
