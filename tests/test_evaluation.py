@@ -829,3 +829,38 @@ def test_a_scoring_call_that_fell_back_stops_the_evaluation_saying_why() -> None
     with pytest.raises(EvaluationError, match="fell back") as exc:
         evaluate_reranking(retriever, rerank, data, candidates=[5, 10], latency_sample=0)
     assert "not the reranker's ranking" in str(exc.value)
+
+
+def test_a_retriever_wrapped_by_with_config_is_deepened_not_just_said_to_be() -> None:
+    """``RunnableBinding`` forwards attribute reads to the retriever it wraps: a copy given
+    a new ``search_kwargs`` kept calling the wrapped retriever at k=3, while the report said
+    'search_kwargs["k"]=10' and blamed the index for the short lists."""
+    retriever = langchain_retriever(3)
+    wrapped = retriever.with_config(tags=["mine"])
+    report = evaluate_reranking(
+        wrapped, client(), SAMPLE, candidates=[5, 10], latency_sample=0, progress=False
+    )
+    assert [d.short_queries for d in report.depths] == [0, 0]
+    assert report.retriever_depth.startswith('search_kwargs["k"]=10')
+    assert retriever.search_kwargs == {"k": 3}
+    assert wrapped.search_kwargs == {"k": 3}
+
+
+def test_an_attribute_forwarded_by_getattr_is_not_taken_for_a_depth() -> None:
+    class Proxy:
+        """Reads its attributes from the wrapped retriever (a copy of it changes nothing)."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def __call__(self, query: str) -> Any:
+            return self._inner.invoke(query)
+
+    report = evaluate_reranking(
+        Proxy(langchain_retriever(3)), client(), SAMPLE, candidates=[5], latency_sample=0
+    )
+    assert report.retriever_depth.startswith("not set")
+    assert any("could not be set" in w for w in report.warnings)

@@ -358,7 +358,8 @@ def _report(
     elif short_deepest:
         found_warnings.append(
             f"{short_deepest} of {len(queries)} queries have fewer than {deepest} candidates "
-            f"(at most {longest}): the index holds fewer matching documents"
+            f"(at most {longest}): the index holds fewer matching documents, or the "
+            "retriever caps what it returns"
         )
 
     # tokens per document of the scoring pass, for estimates where nothing was measured

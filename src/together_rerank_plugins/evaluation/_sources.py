@@ -56,17 +56,34 @@ def _copy_with(obj: Any, attr: str, value: Any) -> Any:
     return clone
 
 
+def _own(obj: Any, attr: str) -> Any:
+    """``obj``'s own attribute ``attr`` (an instance or pydantic field, a property or slot of
+    its class), or None: an attribute a wrapper forwards by ``__getattr__`` (LangChain's
+    ``RunnableBinding``, a proxy) is the wrapped object's, and setting it on a copy of the
+    wrapper changes nothing the wrapper calls."""
+    if attr in getattr(obj, "__dict__", {}) or hasattr(type(obj), attr):
+        return getattr(obj, attr, None)
+    return None
+
+
 def _deepen(retriever: Any, depth: int) -> tuple[Any, str | None]:
     """A copy of ``retriever`` that returns ``depth`` results, and how; or the retriever and
     None when it exposes no depth."""
-    kwargs = getattr(retriever, "search_kwargs", None)
+    bound = _own(retriever, "bound")
+    if bound is not None and callable(getattr(retriever, "model_copy", None)):
+        # LangChain's RunnableBinding (with_config, bind, ...): deepen what it wraps
+        deep, how = _deepen(bound, depth)
+        if how is not None:
+            return _copy_with(retriever, "bound", deep), how
+        return retriever, None
+    kwargs = _own(retriever, "search_kwargs")
     if isinstance(kwargs, Mapping):  # LangChain's VectorStoreRetriever
         new = {**kwargs, "k": depth}
-        if "fetch_k" in new or getattr(retriever, "search_type", None) == "mmr":
+        if "fetch_k" in new or _own(retriever, "search_type") == "mmr":
             new["fetch_k"] = max(int(new.get("fetch_k", 20)), depth)
         return _copy_with(retriever, "search_kwargs", new), f'search_kwargs["k"]={depth}'
     for attr in ("similarity_top_k", "k", "top_k"):
-        value = getattr(retriever, attr, None)
+        value = _own(retriever, attr)
         if isinstance(value, int) and not isinstance(value, bool):
             return _copy_with(retriever, attr, depth), f"{attr}={depth}"
     return retriever, None
