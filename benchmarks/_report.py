@@ -199,7 +199,7 @@ pip install -e ".[all]"          # the package with both adapters (and the CLI, 
 python benchmarks/run.py          # prints the table, rewrites this file
 python benchmarks/run.py --quick  # a smoke run: fewer samples, prints only, timings not judged
 python benchmarks/run.py --only async,batching   # some sections: cache, redis, overhead,
-                                                  # async, batching, imports, production
+                                                  # async, batching, eval, imports, production
 ```
 
 {run_time}
@@ -214,6 +214,7 @@ it never competes with the client for the GIL) on 127.0.0.1 only, with one port 
 | `zero` | 0 | 1,024 | client overhead |
 | `count` | 0 | 1,024 | cache and dedupe (documents and tokens counted) |
 | `redis` | 0 | 1,024 | two processes sharing a score cache in a real Redis (documents counted) |
+| `eval` | 50 ms | 1,024 | eval: one scoring pass vs per-depth calls (documents counted) |
 
 The latency is the server's whole time per request (its own work included), as an
 `asyncio.sleep`, so it holds hundreds of waiting requests without a thread each. The server
@@ -257,6 +258,12 @@ DOC_METHOD = """\
   modules may write their bytecode, as `pip install` compiles it for an installed package
   (with `PYTHONDONTWRITEBYTECODE=1`, as set here, an editable checkout would recompile them
   from source on every import: about 20 ms more, unlike the frameworks' installed modules).
+- **eval** (`bench_eval.py`): an 8-depth sweep (5, 10, 15, 20, 25, 30, 40, 50) over 100
+  judged queries of a synthetic corpus, 50 candidates each: `evaluate_reranking`'s one
+  scoring pass (metrics, bootstrap intervals and the recommendation included; latency
+  sample off) against one call per query and depth (the previous algorithm), one client,
+  8 requests in flight, a 50 ms round trip whatever the request's size, interleaved rounds
+  after a warm-up, medians. Documents counted by the server; both sides' nDCG must agree.
 - **production** (`bench_production.py`): against the loopback servers of
   `_faults_server.py` (hanging; trickling; 503; 429 with `Retry-After: 30`; a healthy
   secondary), 100 sequential calls with `on_error="fallback"` each: with `deadline=0.5`

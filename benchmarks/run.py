@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SECTIONS = ["cache", "redis", "overhead", "async", "batching", "imports", "production"]
+SECTIONS = ["cache", "redis", "overhead", "async", "batching", "eval", "imports", "production"]
 
 
 def _ensure_importable() -> None:
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import bench_async
     import bench_batching
     import bench_cache
+    import bench_eval
     import bench_imports
     import bench_overhead
     import bench_production
@@ -83,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else ()
     started = time.perf_counter()
     profiles: dict[str, tuple[float, int]] = {}
-    for module in (bench_async, bench_batching, bench_cache, bench_overhead, bench_redis_cache):
+    for module in (
+        bench_async,
+        bench_batching,
+        bench_cache,
+        bench_eval,
+        bench_overhead,
+        bench_redis_cache,
+    ):
         profiles.update(module.profiles())
 
     rows: list[Row] = []
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         section("overhead", lambda: bench_overhead.run(server, 40 if quick else 300))
         section("async", lambda: bench_async.run(server, 1 if quick else 7))
         section("batching", lambda: bench_batching.run(server, 1 if quick else 5))
+        section("eval", lambda: bench_eval.run(server, quick))
     section(
         "imports",
         lambda: bench_imports.run(
