@@ -864,3 +864,28 @@ def test_an_attribute_forwarded_by_getattr_is_not_taken_for_a_depth() -> None:
     )
     assert report.retriever_depth.startswith("not set")
     assert any("could not be set" in w for w in report.warnings)
+
+
+def test_retrieved_items_without_an_id_count_as_not_relevant_and_are_said_so() -> None:
+    """They were given ids starting with a NUL byte, which trec_eval's C code cut to one
+    empty id: 'duplicate docs' on stderr and an nDCG of 1.7e13."""
+    assert SAMPLE.corpus is not None
+    first = next(iter(SAMPLE.qrels.values()))
+    relevant = next(d for d, g in first.items() if g >= 1)
+
+    def retriever(query: str) -> list[dict[str, str]]:
+        unnamed = [{"text": f"a passage without an id {i}"} for i in range(5)]
+        return [*unnamed, {"id": relevant, "text": SAMPLE.corpus[relevant]}]
+
+    report = evaluate_reranking(retriever, client(), SAMPLE, candidates=[6], latency_sample=0)
+    for figures in (report.first_stage, report.as_dict()["depths"][0]):
+        assert 0 <= figures["ndcg"] <= 1
+        assert 0 <= figures["mrr"] <= 1
+    check = reference_means({q: ["x1", "x2", "x3", "x4", "x5", relevant] for q in SAMPLE.qrels})
+    assert report.first_stage == pytest.approx(check)
+    assert any("40 retrieved items have no id" in w for w in report.warnings)
+
+
+def test_a_retriever_that_returns_nothing_is_told_so() -> None:
+    with pytest.raises(EvaluationError, match="returned nothing for any of the 8 judged"):
+        evaluate_reranking(lambda q: [], client(), SAMPLE, candidates=[5])

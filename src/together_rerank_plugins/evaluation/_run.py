@@ -188,19 +188,45 @@ async def evaluate_first_stage(
 
     try:
         retrieved = await asyncio.gather(*(fetch(q) for q in qids))
+        if not any(retrieved):
+            raise EvaluationError(
+                f"the retriever returned nothing for any of the {len(qids)} judged queries: "
+                "check that it holds the documents (an index built, the right collection)"
+            )
         items.choose([i for found in retrieved for i in found], judged)
+        # an item without an id is counted as not relevant, under an id no judgment has
+        # (printable: trec_eval's C code would cut an id at a NUL byte)
+        unnamed = "(no id) "
+        while any(d.startswith(unnamed) for d in judged):
+            unnamed = "(" + unnamed
+        without_id = 0
+
+        def ids(found: list[Any]) -> list[str]:
+            nonlocal without_id
+            out = []
+            for n, item in enumerate(found[:deepest]):
+                did = items.doc_id(item)
+                if did is None:
+                    without_id += 1
+                    did = f"{unnamed}{n}"
+                out.append(did)
+            return out
+
         queries = [
             _Query(
                 qid,
                 dataset.queries[qid],
-                [items.doc_id(i) or f"\0unknown-{n}" for n, i in enumerate(found)],
+                ids(found),
                 [items.payload(i) for i in found[:deepest]],
                 [],
             )
             for qid, found in zip(qids, retrieved, strict=True)
         ]
-        for q in queries:
-            q.ids = q.ids[:deepest]
+        if without_id:
+            found_warnings.append(
+                f"{without_id} retrieved items have no id ({items.chosen or items.id_key!s}): "
+                "counted as not relevant; pass id_key= if they have one"
+            )
 
         # -- one scoring call per query over its deepest list
         totals = {"requests": 0, "documents": 0, "hits": 0}
