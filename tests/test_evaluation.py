@@ -889,3 +889,12 @@ def test_retrieved_items_without_an_id_count_as_not_relevant_and_are_said_so() -
 def test_a_retriever_that_returns_nothing_is_told_so() -> None:
     with pytest.raises(EvaluationError, match="returned nothing for any of the 8 judged"):
         evaluate_reranking(lambda q: [], client(), SAMPLE, candidates=[5])
+
+
+def test_an_id_key_that_no_retrieved_item_has_is_named() -> None:
+    retriever = langchain_retriever(3)
+    with pytest.raises(EvaluationError) as exc:
+        evaluate_reranking(retriever, client(), SAMPLE, candidates=[5], id_key="doc_id")
+    message = str(exc.value)
+    assert "no retrieved item has id_key='doc_id'" in message
+    assert "pass id_key=" not in message  # it was passed

@@ -245,6 +245,13 @@ class Items:
                 self.chosen = max(counts, key=lambda k: counts[k])
             return
         example = next(iter(sorted(judged)), "?")
+        if shown is None and self.id_key is not None:
+            kinds = sorted({_kind(i) for i in sample})
+            raise EvaluationError(
+                f"no retrieved item has id_key={self.id_key!r} (retrieved: {', '.join(kinds)}): "
+                "name the attribute or metadata key that holds the dataset's ids, or give a "
+                "function item -> id"
+            )
         if shown is None:
             kinds = sorted({_kind(i) for i in sample}) or ["nothing"]
             raise EvaluationError(
