@@ -584,6 +584,11 @@ def test_eval_with_your_retriever_and_a_disk_cache(
     # nothing sent, nothing reported: no token figure rather than a made-up one
     assert again["tokens"] is None
     assert all(d["tokens_per_query"] is None for d in again["depths"])
+    # and it says why (not "not reported by the endpoint": nothing was sent)
+    assert (
+        "tokens: none measured (nothing was sent: every score came from the cache)"
+        in (again["notes"])
+    )
 
 
 @pytest.mark.parametrize(
@@ -601,3 +606,46 @@ def test_eval_retriever_spec_errors(
     assert code == 2
     assert err.count("\n") == 1
     assert message in err
+
+
+DEEPENABLE_APP = """
+from together_rerank_plugins.evaluation import load_dataset
+
+CORPUS = load_dataset("sample").corpus
+
+
+class Overlap:
+    \"\"\"A retriever with a depth, k, as LangChain's BM25Retriever has.\"\"\"
+
+    def __init__(self):
+        self.k = 3
+
+    async def ainvoke(self, query):
+        words = set(query.lower().split())
+        ranked = sorted(CORPUS, key=lambda d: (-len(words & set(CORPUS[d].lower().split())), d))
+        return ranked[: self.k]
+
+
+retriever = Overlap()
+"""
+
+
+def test_eval_deepens_your_retriever_to_the_deepest_depth_as_the_library_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a cutoff above the deepest depth the command deepened the retriever to the
+    cutoff (k=10) and said so, while the evaluation (and the library) used its top 5."""
+    (tmp_path / "deep_eval_app.py").write_text(DEEPENABLE_APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "deep_eval_app", raising=False)
+    argv = ["eval", "sample", "--offline", "--retriever", "deep_eval_app:retriever"]
+    argv += ["--candidates", "2,5", "--cutoff", "10", "--latency-sample", "0", "--json"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["retriever_depth"] == "k=5"
+    assert report["documents_sent"] == 8 * 5
+    import deep_eval_app  # type: ignore[import-not-found]
+
+    assert deep_eval_app.retriever.k == 3  # yours, unchanged

@@ -229,9 +229,9 @@ def load_retriever(spec: str) -> Any:
 
 
 def _first_stage(args: argparse.Namespace, data: EvalDataset) -> tuple[FirstStage, list[str]]:
+    if args.retriever is not None:  # deepened as the library does: to the deepest depth
+        return adapt_retriever(load_retriever(args.retriever), max(args.candidates)), []
     depth = max(max(args.candidates), args.cutoff)
-    if args.retriever is not None:
-        return adapt_retriever(load_retriever(args.retriever), depth), []
     if data.corpus is None:
         raise UsageError(
             f"{args.dataset} has no corpus: pass --retriever MODULE:ATTRIBUTE (your retriever "

@@ -481,6 +481,10 @@ def _report(
             "tokens/query (and the cost) marked ~ are estimated from the scoring pass's "
             "reported tokens per document, not measured at that depth"
         )
+    elif all(d.tokens_per_query is None for d in results) and not (
+        totals["documents"] or latency.documents
+    ):
+        notes.append("tokens: none measured (nothing was sent: every score came from the cache)")
     elif all(d.tokens_per_query is None for d in results):
         notes.append("tokens: not reported by the endpoint")
     if price is None:
