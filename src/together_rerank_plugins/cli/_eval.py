@@ -33,6 +33,7 @@ from ._common import (
     add_output_flags,
     check_output_file,
     check_output_folder,
+    finite_float,
     make_client,
     missing_extra,
     non_negative_int,
@@ -74,21 +75,15 @@ def _candidates(value: str) -> list[int]:
 
 
 def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    number = finite_float(value)
     if not 0 < number <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], such as 0.95; got {value}")
     return number
 
 
 def _price(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not number >= 0 or number == float("inf"):
+    number = finite_float(value)
+    if number < 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {value}")
     return number
 
