@@ -898,3 +898,23 @@ def test_an_id_key_that_no_retrieved_item_has_is_named() -> None:
     message = str(exc.value)
     assert "no retrieved item has id_key='doc_id'" in message
     assert "pass id_key=" not in message  # it was passed
+
+
+def test_a_call_a_failover_endpoint_scored_is_not_taken_for_the_rerankers() -> None:
+    """A failover endpoint may be another model: its scores mixed with the primary's would
+    be one evaluation of two rerankers (and one threshold pooled over two scales)."""
+    data, retriever, _ = planted()
+    secondary = RerankClient(
+        api_key="offline",
+        base_url="http://secondary.invalid/v1",
+        transport=LexicalRerankEndpoint(scorer=lambda q, texts: [0.5] * len(texts)),
+    )
+    primary = client(FailingAfter(ok=2), max_retries=0, failover=[secondary])
+    with pytest.raises(EvaluationError, match="failover") as exc:
+        evaluate_reranking(retriever, primary, data, candidates=[5, 10], latency_sample=0)
+    assert "not the evaluated reranker's" in str(exc.value)
+    # the latency sample: a call the failover answered is not timed
+    primary = client(FailingAfter(ok=len(data.queries)), max_retries=0, failover=[secondary])
+    report = evaluate_reranking(retriever, primary, data, candidates=[5, 10], latency_sample=3)
+    assert all(d.latency_p50_ms is None for d in report.depths)
+    assert any("failover" in w and "not timed" in w for w in report.warnings)

@@ -244,6 +244,13 @@ async def evaluate_first_stage(
                         "nothing to evaluate. Fix the cause and run again (a cache keeps what "
                         "was scored)"
                     ) from results.error
+                if results.failed_over:  # another endpoint's scores, maybe another model's
+                    raise EvaluationError(
+                        f"the reranker failed on query {q.qid!r} and the failover endpoint "
+                        f"{results.served_by} scored it: its scores are not the evaluated "
+                        "reranker's (one evaluation would mix two rerankers). Fix the primary, "
+                        "or evaluate the failover's client on its own"
+                    )
                 q.scores = plan.position_scores(results)
                 totals["requests"] += results.requests
                 totals["documents"] += results.documents_sent
@@ -305,6 +312,7 @@ class _Latency:
     ms: dict[int, list[float]]
     tokens: dict[int, list[int | None]]
     fallbacks: int = 0
+    failovers: int = 0
 
 
 async def _latency(
@@ -332,6 +340,9 @@ async def _latency(
             out.documents += results.documents_sent
             if results.fallback:  # the failure's time, not the reranker's: not timed
                 out.fallbacks += 1
+                continue
+            if results.failed_over:  # another endpoint's latency: not timed
+                out.failovers += 1
                 continue
             out.ms[c].append(elapsed)
             out.tokens[c].append(_reported_tokens(results))
@@ -368,6 +379,11 @@ def _report(
     base = per_query(qrels, first_order, cutoff)
     notes: list[str] = []
     found_warnings = list(warnings)
+    if latency.failovers:
+        found_warnings.append(
+            f"{latency.failovers} of the latency sample's calls failed and a failover "
+            "endpoint answered them: not timed; the latency shown is the primary's"
+        )
     if latency.fallbacks:
         found_warnings.append(
             f"{latency.fallbacks} of the latency sample's calls failed and fell back "
