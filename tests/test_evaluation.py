@@ -937,3 +937,22 @@ def test_the_interval_of_thousands_of_queries_is_computed_in_bounded_memory() ->
     assert interval is not None
     se = float(np.std(gains, ddof=1) / math.sqrt(len(gains)))
     assert interval[1] - interval[0] == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
+def test_the_recommended_depth_is_itself_evidence_not_only_the_best() -> None:
+    """Within keep of the best, but on an interval spanning zero or on too few changed
+    queries, a smaller depth is not recommended: the next one that is evidence is."""
+    scores = {c: [0.5] for c in (5, 10, 20)}
+    spanning = [
+        DepthResult(5, 0.6, 0.5, 0.5, 0.9, 0.058, (-0.01, 0.12), changed=30),
+        DepthResult(10, 0.6, 0.5, 0.5, 0.9, 0.059, (0.02, 0.09), changed=30),
+        DepthResult(20, 0.6, 0.5, 0.5, 0.9, 0.06, (0.04, 0.08), changed=30),
+    ]
+    rec = recommend(spanning, cutoff=10, keep=0.95, queries=100, relevant_scores=scores)
+    assert rec.candidates == 10
+    few = [
+        DepthResult(5, 0.6, 0.5, 0.5, 0.9, 0.058, (0.03, 0.08), changed=4),
+        DepthResult(10, 0.6, 0.5, 0.5, 0.9, 0.06, (0.04, 0.08), changed=30),
+    ]
+    rec = recommend(few, cutoff=10, keep=0.95, queries=100, relevant_scores=scores)
+    assert rec.candidates == 10

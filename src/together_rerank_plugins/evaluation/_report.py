@@ -247,11 +247,17 @@ def recommend(
             f"at {best.candidates} candidates"
         )
     else:
-        # the smallest depth within keep of the best whose own interval excludes zero too
+        # the smallest depth within keep of the best that is evidence itself: its own
+        # interval above zero, on enough changed queries
         chosen = next(
             d
             for d in depths
-            if d.gain >= keep * best.gain and (d is best or d.gain_ci is None or d.gain_ci[0] > 0)
+            if d is best
+            or (
+                d.gain >= keep * best.gain
+                and (d.gain_ci is None or d.gain_ci[0] > 0)
+                and (d.changed is None or d.changed >= MIN_CHANGED)
+            )
         )
         share = chosen.gain / best.gain
         of_best = (
