@@ -71,7 +71,8 @@ def llama_index_retriever(top_k: int = 3) -> Any:
     return index.as_retriever(similarity_top_k=top_k)
 
 
-def langchain_retriever(k: int = 3) -> Any:
+def langchain_retriever(k: int = 3, id_in_metadata: str | None = None) -> Any:
+    """Ids as ``Document.id``, or in ``metadata[id_in_metadata]``."""
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import InMemoryVectorStore
@@ -85,7 +86,14 @@ def langchain_retriever(k: int = 3) -> Any:
 
     assert SAMPLE.corpus is not None
     store = InMemoryVectorStore(embedding=HashEmbeddings())
-    store.add_documents([Document(page_content=t, id=d) for d, t in SAMPLE.corpus.items()])
+    store.add_documents(
+        [
+            Document(page_content=t, metadata={id_in_metadata: d})
+            if id_in_metadata
+            else Document(page_content=t, id=d)
+            for d, t in SAMPLE.corpus.items()
+        ]
+    )
     return store.as_retriever(search_kwargs={"k": k})
 
 
@@ -163,7 +171,7 @@ def test_langchain_ids_from_metadata_and_the_adapters_as_rerankers() -> None:
     from together_rerank_plugins.langchain import TogetherRerank as LangChainRerank
     from together_rerank_plugins.llama_index import TogetherRerank as LlamaIndexRerank
 
-    retriever = langchain_retriever_with_metadata_ids()
+    retriever = langchain_retriever(4, id_in_metadata="doc_id")
     for reranker in (
         LangChainRerank(api_key="offline", transport=pointwise(), top_n=2),
         LlamaIndexRerank(api_key="offline", transport=pointwise(), top_n=2),
@@ -175,26 +183,6 @@ def test_langchain_ids_from_metadata_and_the_adapters_as_rerankers() -> None:
         # the adapter's own top_n does not cut what is scored: every candidate has a score
         assert report.documents_sent == 8 * 10
         assert reranker.top_n == 2
-
-
-def langchain_retriever_with_metadata_ids() -> Any:
-    from langchain_core.documents import Document
-    from langchain_core.embeddings import Embeddings
-    from langchain_core.vectorstores import InMemoryVectorStore
-
-    class HashEmbeddings(Embeddings):
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return [hash_embedding(t) for t in texts]
-
-        def embed_query(self, text: str) -> list[float]:
-            return hash_embedding(text)
-
-    assert SAMPLE.corpus is not None
-    store = InMemoryVectorStore(embedding=HashEmbeddings())
-    store.add_documents(
-        [Document(page_content=t, metadata={"doc_id": d}) for d, t in SAMPLE.corpus.items()]
-    )
-    return store.as_retriever(search_kwargs={"k": 4})
 
 
 def test_ids_that_match_nothing_are_refused_showing_one_of_each() -> None:
