@@ -93,21 +93,15 @@ def adapt_retriever(retriever: Any, depth: int) -> FirstStage:
     """A LlamaIndex ``BaseRetriever``, a LangChain retriever or Runnable, or a callable
     ``query -> list`` (sync or async), deepened to ``depth`` on a copy where it can be."""
     name = type(retriever).__name__
-    if _from(retriever, "llama_index") and callable(getattr(retriever, "aretrieve", None)):
+    llama_index = _from(retriever, "llama_index") and callable(
+        getattr(retriever, "aretrieve", None)
+    )
+    if llama_index or callable(getattr(retriever, "ainvoke", None)):  # or a LangChain Runnable
         deep, how = _deepen(retriever, depth)
+        method = getattr(deep, "aretrieve" if llama_index else "ainvoke")
+        exposes = "similarity_top_k" if llama_index else 'search_kwargs["k"], k or top_k'
         return FirstStage(
-            name,
-            lambda _qid, q: deep.aretrieve(q),
-            how,
-            None if how else f"{name} exposes no similarity_top_k",
-        )
-    if callable(getattr(retriever, "ainvoke", None)):  # a LangChain Runnable
-        deep, how = _deepen(retriever, depth)
-        return FirstStage(
-            name,
-            lambda _qid, q: deep.ainvoke(q),
-            how,
-            None if how else f'{name} exposes no search_kwargs["k"], k or top_k',
+            name, lambda _qid, q: method(q), how, None if how else f"{name} exposes no {exposes}"
         )
     if callable(retriever):
         fname = getattr(retriever, "__name__", name)
