@@ -944,3 +944,16 @@ def test_the_recommended_depth_is_itself_evidence_not_only_the_best() -> None:
     ]
     rec = recommend(few, cutoff=10, keep=0.95, queries=100, relevant_scores=scores)
     assert rec.candidates == 10
+
+
+def test_the_quality_band_says_it_is_the_gains_interval() -> None:
+    """The band is the first stage's nDCG plus the paired interval of the gain, not an
+    interval of the reranked nDCG (that one, over queries, would be wider): its label and
+    the docs say which."""
+    data, retriever, endpoint = planted()
+    report = evaluate_reranking(retriever, client(endpoint), data, candidates=[5, 10])
+    quality = report.figure().axes[0]
+    labels = [t.get_text() for t in quality.get_legend().get_texts()]
+    assert "nDCG@10 first stage + the gain's 95% interval" in labels
+    page = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    assert "the shaded band is the 95% interval of the reranked nDCG" not in page

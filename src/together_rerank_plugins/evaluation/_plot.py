@@ -2,8 +2,9 @@
 and where would a score threshold cut?
 
 Four panels against the depth c (candidates reranked per query): quality (each measure
-reranked, solid, nDCG with its 95% interval as a band; the first stage alone, dashed; the
-first stage's recall in its top c, dotted), gain over the first stage (one labelled bar per
+reranked, solid; the first stage alone, dashed; the first stage's nDCG plus the gain's 95%
+paired interval as a band; the first stage's recall in its top c, dotted), gain over the
+first stage (one labelled bar per
 measure, the nDCG interval as an error bar), cost and latency (tokens per query as bars,
 p50/p95 latency as lines), and the reranker's scores of relevant and other candidates at
 the recommended depth with the suggested threshold. matplotlib, Agg canvas, no pyplot.
@@ -99,7 +100,7 @@ def figure(report: RerankEvaluation) -> Any:
                     highs,
                     color=color,
                     alpha=0.15,
-                    label=f"{name} reranked, 95% interval",
+                    label=f"{name} first stage + the gain's 95% interval",
                 )
     pool = [d.pool_recall for d in depths]
     values += pool
