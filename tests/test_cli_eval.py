@@ -649,3 +649,28 @@ def test_eval_deepens_your_retriever_to_the_deepest_depth_as_the_library_does(
     import deep_eval_app  # type: ignore[import-not-found]
 
     assert deep_eval_app.retriever.k == 3  # yours, unchanged
+
+
+def test_eval_counts_and_sends_only_queries_with_a_relevant_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "zero_eval_app.py").write_text(APP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "zero_eval_app", raising=False)
+    from together_rerank_plugins.evaluation import load_dataset
+
+    sample = load_dataset("sample")
+    rows = [{"id": q, "query": t, "relevant": sample.qrels[q]} for q, t in sample.queries.items()]
+    rows.append({"id": "nothing", "query": "what is not here", "relevant": {"x": 0}})
+    path = tmp_path / "judged.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["eval", str(path), "--offline", "--retriever", "zero_eval_app:build"]
+    argv += ["--candidates", "3", "--latency-sample", "0", "--json"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "in one pass: 8 calls (at most 24 documents)" in err
+    report = json.loads(out)
+    assert report["queries"] == 8
+    assert report["requests"] == 8
+    assert "1 judged queries have no relevant document" in err

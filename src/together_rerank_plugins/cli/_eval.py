@@ -24,7 +24,12 @@ from ..evaluation import EvalDataset, EvaluationError, RerankEvaluation, load_da
 from ..evaluation._data import SAMPLE, bm25_rankings, run_file_rankings
 from ..evaluation._metrics import require_metrics
 from ..evaluation._plot import FORMATS_TEXT, check_plot_path
-from ..evaluation._run import DEFAULT_CANDIDATES, DEFAULT_CONCURRENCY, evaluate_first_stage
+from ..evaluation._run import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_CONCURRENCY,
+    evaluate_first_stage,
+    with_relevant,
+)
 from ..evaluation._sources import FirstStage, adapt_retriever, ranked_first_stage
 from ._common import (
     CliError,
@@ -310,10 +315,11 @@ def _run(args: argparse.Namespace) -> int:
     print(mode.header, file=out, flush=True)
     print(_describe(data, args.dataset), file=out)
     deepest = max(args.candidates)
+    scored = len(with_relevant(data)[0].queries)  # queries without a relevant document: none
     print(
         f"first stage: {first.name}, top {deepest} per query; rerank: model {mode.model}, "
-        f"depths {','.join(map(str, args.candidates))} in one pass: {len(data.queries)} "
-        f"calls (at most {len(data.queries) * deepest:,} documents), plus "
+        f"depths {','.join(map(str, args.candidates))} in one pass: {scored} "
+        f"calls (at most {scored * deepest:,} documents), plus "
         f"{args.latency_sample} timed calls per depth; concurrency {args.concurrency}",
         file=out,
         flush=True,

@@ -163,7 +163,7 @@ async def evaluate_first_stage(
         raise missing("scipy") from None
     score = scorer(reranker)
     found_warnings = list(warnings)
-    dataset, unanswerable = _with_relevant(dataset)
+    dataset, unanswerable = with_relevant(dataset)
     if unanswerable:
         found_warnings.append(
             f"{unanswerable} judged queries have no relevant document (every measure is 0 for "
@@ -282,7 +282,7 @@ async def evaluate_first_stage(
     )
 
 
-def _with_relevant(dataset: EvalDataset) -> tuple[EvalDataset, int]:
+def with_relevant(dataset: EvalDataset) -> tuple[EvalDataset, int]:
     """The judged queries with a relevant document (grade >= 1), and how many had none:
     nDCG, RR and recall are undefined for those (trec_eval's 0 whatever the ranking), so
     counting them would dilute every mean and the first stage's recall."""
