@@ -674,3 +674,13 @@ def test_eval_counts_and_sends_only_queries_with_a_relevant_document(
     assert report["queries"] == 8
     assert report["requests"] == 8
     assert "1 judged queries have no relevant document" in err
+
+
+def test_a_negative_seed_is_refused_before_anything_is_sent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """numpy's generator refused it with a traceback, after every query was scored."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["eval", "--offline", str(DATA), "--seed", "-1"])
+    assert exc.value.code == 2
+    assert "argument --seed: must be >= 0, got -1" in capsys.readouterr().err

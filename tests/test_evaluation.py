@@ -520,6 +520,9 @@ async def test_works_inside_a_running_event_loop_and_async() -> None:
         ({"keep": 1.5}, "keep must be in (0, 1]"),
         ({"latency_sample": -1}, "latency_sample must be"),
         ({"price_per_million_tokens": -1}, "price_per_million_tokens must be >= 0"),
+        # numpy's generator refused it after every query was scored
+        ({"seed": -1}, "seed must be a whole number >= 0"),
+        ({"seed": 1.5}, "seed must be a whole number >= 0"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_sent(

@@ -169,7 +169,10 @@ def add_parser(sub: Any) -> None:
         "evaluation re-sends nothing already scored",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the bootstrap and latency sample (0)"
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the bootstrap and latency sample (0)",
     )
     parser.add_argument(
         "--max-queries",

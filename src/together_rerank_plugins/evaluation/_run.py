@@ -58,7 +58,9 @@ def _candidates(candidates: Sequence[int] | int) -> list[int]:
     return sorted(set(values))
 
 
-def _check(cutoff: int, keep: float, latency_sample: int, price: float | None) -> None:
+def _check(cutoff: int, keep: float, latency_sample: int, price: float | None, seed: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise EvaluationError(f"seed must be a whole number >= 0; got {seed!r}")
     if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1:
         raise EvaluationError(f"cutoff must be a whole number >= 1; got {cutoff!r}")
     if not (isinstance(keep, (int, float)) and 0 < keep <= 1):
@@ -155,7 +157,7 @@ async def evaluate_first_stage(
     """The evaluation over a :class:`FirstStage` (the library's retrievers, the command
     line's BM25 and run files)."""
     depths = _candidates(candidates)
-    _check(cutoff, keep, latency_sample, price_per_million_tokens)
+    _check(cutoff, keep, latency_sample, price_per_million_tokens, seed)
     require_metrics()  # before anything is sent
     try:
         import scipy  # type: ignore[import-untyped, unused-ignore]  # noqa: F401
