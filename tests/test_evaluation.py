@@ -960,3 +960,25 @@ def test_the_quality_band_says_it_is_the_gains_interval() -> None:
     assert "nDCG@10 first stage + the gain's 95% interval" in labels
     page = (Path(__file__).parent.parent / "docs" / "evaluation.md").read_text(encoding="utf-8")
     assert "the shaded band is the 95% interval of the reranked nDCG" not in page
+
+
+def test_every_gain_the_plot_labels_has_its_interval() -> None:
+    """The gain panel labelled MRR and Recall gains with no interval (only nDCG had one)."""
+    from matplotlib.container import ErrorbarContainer
+
+    data, retriever, endpoint = planted()
+    report = evaluate_reranking(retriever, client(endpoint), data, candidates=[5, 20])
+    gain_panel = report.figure().axes[1]
+    assert sum(isinstance(c, ErrorbarContainer) for c in gain_panel.containers) == 3
+    for d in report.as_dict()["depths"]:
+        for key in ("mrr", "recall"):
+            diffs = [
+                reference({q: g}, report.orders[d["candidates"]], m)
+                - reference({q: g}, report.first_order, m)
+                for q, g in data.qrels.items()
+                for m in [{"mrr": "RR@10", "recall": "R@10"}[key]]
+            ]
+            expected = bootstrap_ci(diffs, seed=0)
+            assert d[f"{key}_gain_ci"] == pytest.approx(list(expected or ()))
+    frame = report.to_pandas()
+    assert {"mrr_gain_ci_low", "recall_gain_ci_high"} <= set(frame.columns)

@@ -5,7 +5,7 @@ Four panels against the depth c (candidates reranked per query): quality (each m
 reranked, solid; the first stage alone, dashed; the first stage's nDCG plus the gain's 95%
 paired interval as a band; the first stage's recall in its top c, dotted), gain over the
 first stage (one labelled bar per
-measure, the nDCG interval as an error bar), cost and latency (tokens per query as bars,
+measure, each with its interval as an error bar), cost and latency (tokens per query as bars,
 p50/p95 latency as lines), and the reranker's scores of relevant and other candidates at
 the recommended depth with the suggested threshold. matplotlib, Agg canvas, no pyplot.
 """
@@ -128,26 +128,31 @@ def figure(report: RerankEvaluation) -> Any:
     gains: list[float] = []
     for i, ((key, label), color) in enumerate(zip(MEASURES, COLORS, strict=True)):
         xs = [x + (i - (len(MEASURES) - 1) / 2) * width for x in positions]
-        ys = [getattr(d, key) - report.first_stage[key] for d in depths]
+        ys = [d.gain_of(key, report.first_stage) for d in depths]
         gains += ys
         bars = gain.bar(xs, ys, width=width * 0.95, color=color, label=f"{label}@{k}")
         gain.bar_label(bars, [f"{y:+.3f}" for y in ys], padding=2, fontsize=FONT - 1, rotation=90)
-        if key == "ndcg":
-            with_ci = [(x, d) for x, d in zip(xs, depths, strict=True) if d.gain_ci]
-            if with_ci:
-                gain.errorbar(
-                    [x for x, _ in with_ci],
-                    [d.gain for _, d in with_ci],
-                    yerr=[
-                        [max(0.0, d.gain - d.gain_ci[0]) for _, d in with_ci if d.gain_ci],
-                        [max(0.0, d.gain_ci[1] - d.gain) for _, d in with_ci if d.gain_ci],
-                    ],
-                    fmt="none",
-                    ecolor="black",
-                    capsize=3,
-                    linewidth=1,
-                )
-                gains += [v for _, d in with_ci if d.gain_ci for v in d.gain_ci]
+        # every gain with its interval
+        with_ci = [
+            (x, y, ci)
+            for x, y, d in zip(xs, ys, depths, strict=True)
+            for ci in [d.interval_of(key)]
+            if ci is not None
+        ]
+        if with_ci:
+            gain.errorbar(
+                [x for x, _, _ in with_ci],
+                [y for _, y, _ in with_ci],
+                yerr=[
+                    [max(0.0, y - ci[0]) for _, y, ci in with_ci],
+                    [max(0.0, ci[1] - y) for _, y, ci in with_ci],
+                ],
+                fmt="none",
+                ecolor="black",
+                capsize=3,
+                linewidth=1,
+            )
+            gains += [v for _, _, ci in with_ci for v in ci]
     gain.axhline(0, color="black", linewidth=0.8)
     span = max([*(abs(g) for g in gains), 0.01])
     low = min(gains) - 0.45 * span if min(gains) < 0 else -0.05 * span
@@ -157,7 +162,7 @@ def figure(report: RerankEvaluation) -> Any:
     gain.set_xlabel("candidates reranked per query (c)", fontsize=FONT)
     gain.set_ylabel("reranked minus first stage", fontsize=FONT)
     gain.grid(alpha=0.3, axis="y")
-    gain.set_title("gain from reranking (nDCG: 95% interval)", fontsize=FONT + 1)
+    gain.set_title("gain from reranking (95% intervals)", fontsize=FONT + 1)
     gain.legend(fontsize=FONT, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
 
     # -- cost (bars) and latency (lines, right axis)

@@ -60,6 +60,17 @@ class DepthResult:
     short_queries: int = 0
     #: queries whose nDCG the reranker changed (None: not known, e.g. constructed data)
     changed: int | None = None
+    #: the 95% paired bootstrap intervals of the MRR and Recall gains over the first stage
+    mrr_gain_ci: tuple[float, float] | None = None
+    recall_gain_ci: tuple[float, float] | None = None
+
+    def gain_of(self, measure: str, first_stage: Mapping[str, float]) -> float:
+        """The gain of ``measure`` (``ndcg``, ``mrr``, ``recall``) over the first stage."""
+        return self.gain if measure == "ndcg" else getattr(self, measure) - first_stage[measure]
+
+    def interval_of(self, measure: str) -> tuple[float, float] | None:
+        """The 95% interval of the gain of ``measure``."""
+        return self.gain_ci if measure == "ndcg" else getattr(self, f"{measure}_gain_ci")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +88,8 @@ class DepthResult:
             "cost_per_1000_queries": self.cost_per_1000_queries,
             "short_queries": self.short_queries,
             "changed": self.changed,
+            "mrr_gain_ci": None if self.mrr_gain_ci is None else list(self.mrr_gain_ci),
+            "recall_gain_ci": None if self.recall_gain_ci is None else list(self.recall_gain_ci),
         }
 
 
@@ -429,8 +442,9 @@ class RerankEvaluation:
             ) from None
         rows = [d.as_dict() for d in self.depths]
         for row in rows:
-            ci = row.pop("gain_ci")
-            row["gain_ci_low"], row["gain_ci_high"] = (None, None) if ci is None else ci
+            for key in ("gain_ci", "mrr_gain_ci", "recall_gain_ci"):
+                ci = row.pop(key)
+                row[f"{key}_low"], row[f"{key}_high"] = (None, None) if ci is None else ci
         return pd.DataFrame(rows).set_index("candidates")
 
     def figure(self) -> Any:

@@ -437,6 +437,10 @@ def _report(
         pools = set_recall(qrels, {q.qid: q.ids[:c] for q in queries if q.ids})
         per_gain = [measured["ndcg"][q] - base["ndcg"][q] for q in qrels]
         ci = bootstrap_ci(per_gain, seed=seed)
+        other_ci = {
+            key: bootstrap_ci([measured[key][q] - base[key][q] for q in qrels], seed=seed)
+            for key in ("mrr", "recall")
+        }
         sampled = latency.tokens.get(c, [])
         estimated = False
         tok: float | None = None
@@ -463,6 +467,8 @@ def _report(
                 cost_per_1000_queries=cost,
                 short_queries=sum(1 for q in queries if len(q.ids) < c),
                 changed=sum(1 for g in per_gain if g != 0),
+                mrr_gain_ci=other_ci["mrr"],
+                recall_gain_ci=other_ci["recall"],
             )
         )
         orders[c] = order
