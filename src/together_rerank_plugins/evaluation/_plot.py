@@ -5,8 +5,9 @@ Four panels against the depth c (candidates reranked per query): quality (each m
 reranked, solid; the first stage alone, dashed; the first stage's nDCG plus the gain's 95%
 paired interval as a band; the first stage's recall in its top c, dotted), gain over the
 first stage (one labelled bar per measure, each with its interval as an error bar), cost
-and latency (tokens per query as bars, p50/p95 latency as lines), and the reranker's scores of relevant and other candidates at
-the recommended depth with the suggested threshold. matplotlib, Agg canvas, no pyplot.
+and latency (tokens per query as bars, p50/p95 latency as lines), and the reranker's
+scores of relevant and other candidates at the recommended depth with the suggested
+threshold. matplotlib, Agg canvas, no pyplot.
 """
 
 from __future__ import annotations
