@@ -14,4 +14,4 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 prepare_venv
 install ".[test]" "the package and its test dependencies"
-run_in_venv "running the tests" -m pytest -n "${TEST_WORKERS:-auto}" "$@"
+run_in_venv "running the tests" -m pytest -n auto --dist worksteal "$@"

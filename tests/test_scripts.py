@@ -187,7 +187,7 @@ def test_each_phase_is_announced_in_order(
 def test_tests_run_in_parallel_with_xdist_from_the_test_extra(tmp_path: Path) -> None:
     rc, out = run("test.sh", "-q", PYTHON=sys.executable, VENV=str(tmp_path / "v"))
     assert rc == 0, out
-    assert "-m pytest -n auto -q" in out
+    assert "-m pytest -n auto --dist worksteal -q" in out
     extras = PROJECT["optional-dependencies"]
     assert any(Requirement(r).name == "pytest-xdist" for r in extras["test"])
 
