@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test.sh and scripts/demo.sh (not run on its own): choose the Python, make
 # sure $VENV holds that Python, install into it, and say what happens, one line per phase, on
 # stderr (stdout stays the tests' or the demo's own output).
