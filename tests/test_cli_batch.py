@@ -478,15 +478,21 @@ def test_ctrl_c_exits_cleanly_with_a_resume_hint(files: tuple[Path, Path, Path])
     with serve_loopback(gate) as url:
         cmd = _command(in_path, out_path, url)
         env = cli_env(TOGETHER_API_KEY="dummy")
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
-            proc = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
             wait_for_lines(out_path, 5, proc, deadline_s=30)
             proc.send_signal(signal.SIGINT)
+            # the run was midway when interrupted; the requests held until now are answered
+            # (the CLI may wait for those in flight before it exits)
+            gate.release()
             out, err = proc.communicate(timeout=30)
         finally:
             gate.release()
+            if proc.poll() is None:  # failed above: leave no process (nor its pipes) behind
+                proc.kill()
+                proc.communicate()
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         last = err.splitlines()[-1]
