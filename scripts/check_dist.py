@@ -15,6 +15,7 @@ the first problem, with what was expected.
 from __future__ import annotations
 
 import argparse
+import io
 import shlex
 import subprocess
 import sys
@@ -22,8 +23,10 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from email.parser import Parser
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,9 +44,15 @@ from tests.docs_examples import (  # noqa: E402  (the repository root, just adde
 NAME = "together_rerank_plugins"
 
 
-def sh(*args: str | Path, cwd: Path | None = None) -> None:
-    print("+", shlex.join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], cwd=cwd, check=True)
+def sh(*args: str | Path, cwd: Path | None = None, log: TextIO | None = None) -> None:
+    """Run a command (check=True); with ``log``, its output goes there, not to the terminal."""
+    print("+", shlex.join(str(a) for a in args), file=log or sys.stdout, flush=True)
+    if log is None:
+        subprocess.run([str(a) for a in args], cwd=cwd, check=True)
+        return
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
+    log.write(proc.stdout + proc.stderr)
+    proc.check_returncode()
 
 
 def fail(message: str) -> None:
@@ -106,9 +115,9 @@ def build(outdir: Path) -> None:
     print(f"check_dist: built {sdist.name} and {wheel.name}; LICENSE in both")
 
 
-def venv(where: Path, python: str) -> Path:
-    sh(python, "-m", "venv", where)
-    sh(where / "bin" / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+def venv(where: Path, python: str, log: TextIO | None = None) -> Path:
+    sh(python, "-m", "venv", where, log=log)
+    sh(where / "bin" / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip", log=log)
     return where / "bin" / "python"
 
 
@@ -128,8 +137,12 @@ def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
     print(f"check_dist: the suite passed from {sdist.name} ({python})")
 
 
-def extras(outdir: Path) -> None:
-    """Each page's examples, with only what the page's `pip install` line installs."""
+def extras(outdir: Path, jobs: int = 2) -> None:
+    """Each page's examples, with only what the page's `pip install` line installs.
+
+    One fresh venv per distinct install line; ``jobs`` of them at a time (each mostly waits on
+    pip and on one example process at a time), each reporting when it is done.
+    """
     _, wheel = artefacts(outdir)
     groups: dict[tuple[frozenset[str], tuple[str, ...]], list[Path]] = {}
     for page in PAGES:
@@ -142,44 +155,68 @@ def extras(outdir: Path) -> None:
         groups.setdefault((frozenset(extra), tuple(sorted(others))), []).append(page)
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="docs-venvs-") as tmp:
-        for (extra, others), pages in sorted(groups.items(), key=lambda g: sorted(g[0][0])):
-            label = f"[{','.join(sorted(extra))}] {' '.join(others)}".strip()
-            where = Path(tmp) / label.replace(" ", "_").replace(",", "-")
-            py = venv(where, sys.executable)
-            spec = f"{wheel}[{','.join(sorted(extra))}]" if extra else str(wheel)
-            sh(py, "-m", "pip", "install", "--quiet", spec, *others)
-            work = where / "work"
-            work.mkdir()
-            for page in pages:
-                for example in examples(page):
-                    if example.skip:
-                        continue
-                    started = time.perf_counter()
-                    if example.serve:
-                        with served(example.serve, str(py)) as exported:
-                            proc = run(example, str(py), work, reader_env(exported))
-                    else:
-                        proc = run(example, str(py), work, reader_env())
-                    took = time.perf_counter() - started
-                    status = "ok" if proc.returncode == 0 else "FAILED"
-                    print(f"  {label:24} {example.name:36} {status} ({took:.1f} s)", flush=True)
-                    if proc.returncode:
-                        failures.append(f"{example.name} with {label}:\n{proc.stderr[-2000:]}")
-            if extra & {"langchain", "llama-index", "all"} and not others:
-                demo = subprocess.run(
-                    [where / "bin" / "together-rerank", "demo", "--offline", "--questions", "1"],
-                    capture_output=True,
-                    text=True,
-                    env=reader_env(),
-                    timeout=300,
-                )
-                status = "ok" if demo.returncode == 0 else "FAILED"
-                print(f"  {label:24} {'together-rerank demo --offline':36} {status}", flush=True)
-                if demo.returncode:
-                    failures.append(f"demo --offline with {label}:\n{demo.stderr[-2000:]}")
+        ordered = sorted(groups.items(), key=lambda g: sorted(g[0][0]))
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            done = [
+                pool.submit(_extras_group, Path(tmp), wheel, extra, others, pages)
+                for (extra, others), pages in ordered
+            ]
+            for future in done:
+                report, failed = future.result()
+                print(report, end="", flush=True)
+                failures.extend(failed)
     if failures:
         fail("\n\n".join(failures))
     print(f"check_dist: every docs example ran with only its page's install line ({len(groups)})")
+
+
+def _extras_group(
+    tmp: Path, wheel: Path, extra: frozenset[str], others: tuple[str, ...], pages: list[Path]
+) -> tuple[str, list[str]]:
+    """One install line: a fresh venv with it, then its pages' examples (and the demo)."""
+    label = f"[{','.join(sorted(extra))}] {' '.join(others)}".strip()
+    where = tmp / label.replace(" ", "_").replace(",", "-")
+    report = io.StringIO()
+    failures: list[str] = []
+    started = time.perf_counter()
+    try:
+        py = venv(where, sys.executable, report)
+        spec = f"{wheel}[{','.join(sorted(extra))}]" if extra else str(wheel)
+        sh(py, "-m", "pip", "install", "--quiet", spec, *others, log=report)
+    except subprocess.CalledProcessError as exc:
+        return report.getvalue(), [f"{label}: {exc}"]
+    took = time.perf_counter() - started
+    print(f"  {label:24} {'venv and install':36} ok ({took:.1f} s)", file=report)
+    work = where / "work"
+    work.mkdir()
+    for page in pages:
+        for example in examples(page):
+            if example.skip:
+                continue
+            started = time.perf_counter()
+            if example.serve:
+                with served(example.serve, str(py)) as exported:
+                    proc = run(example, str(py), work, reader_env(exported))
+            else:
+                proc = run(example, str(py), work, reader_env())
+            took = time.perf_counter() - started
+            status = "ok" if proc.returncode == 0 else "FAILED"
+            print(f"  {label:24} {example.name:36} {status} ({took:.1f} s)", file=report)
+            if proc.returncode:
+                failures.append(f"{example.name} with {label}:\n{proc.stderr[-2000:]}")
+    if extra & {"langchain", "llama-index", "all"} and not others:
+        demo = subprocess.run(
+            [where / "bin" / "together-rerank", "demo", "--offline", "--questions", "1"],
+            capture_output=True,
+            text=True,
+            env=reader_env(),
+            timeout=300,
+        )
+        status = "ok" if demo.returncode == 0 else "FAILED"
+        print(f"  {label:24} {'together-rerank demo --offline':36} {status}", file=report)
+        if demo.returncode:
+            failures.append(f"demo --offline with {label}:\n{demo.stderr[-2000:]}")
+    return report.getvalue(), failures
 
 
 def main() -> None:

@@ -241,7 +241,7 @@ class FaultServer:
 
     It runs in a child process (``python -m tests.faults``): sharing the test's interpreter,
     its GIL and its garbage-collection pauses with 16 busy client threads, an in-process
-    server can stall for longer than a 0.3 s timeout, and clients then time out on good
+    server can stall for longer than a short timeout, and clients then time out on good
     answers that were merely late, which makes outcomes unpredictable. :meth:`start` returns
     once it listens; :meth:`stop` closes every connection, ends the process and collects its
     log, after which :attr:`injected`, :attr:`requests`, :meth:`attempts_for` and

@@ -93,14 +93,29 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, captured.out, captured.err
 
 
-def slow(
-    endpoint: LexicalRerankEndpoint, seconds: float
-) -> Callable[[httpx.Request], httpx.Response]:
-    def handle(request: httpx.Request) -> httpx.Response:
-        time.sleep(seconds)
-        return endpoint.handle(request)
+class Gate:
+    """A loopback handler that answers the first ``answered`` requests, then holds each later
+    one until :meth:`release` (bounded: 60 s). A test interrupting a batch run is then sure to
+    catch it midway, however loaded the machine: with ``--concurrency 4`` at least
+    ``answered - 3`` rows are written and the run cannot finish (a delay per request could
+    not promise either: under load the run finished before the signal came)."""
 
-    return handle
+    def __init__(self, handle: Callable[[httpx.Request], httpx.Response], answered: int) -> None:
+        self._handle = handle
+        self._left = answered
+        self._lock = threading.Lock()
+        self._open = threading.Event()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self._left -= 1
+            hold = self._left < 0
+        if hold:
+            self._open.wait(timeout=60)
+        return self._handle(request)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -408,24 +423,28 @@ def test_resume_after_sigkill(files: tuple[Path, Path, Path]) -> None:
     sent_by: dict[str, list[str]] = {}  # api key (one per run) -> queries it sent
     lock = threading.Lock()
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    def record(request: httpx.Request) -> httpx.Response:
         with lock:
             run_key = request.headers["authorization"].removeprefix("Bearer ")
             sent_by.setdefault(run_key, []).append(json.loads(request.read())["query"])
-        return slow(endpoint, 0.03)(request)
+        return endpoint.handle(request)
 
-    with serve_loopback(handle) as url:
+    gate = Gate(record, answered=12)  # the first run stops midway: 9 to 12 rows written
+    with serve_loopback(gate) as url:
         cmd = _command(in_path, out_path, url)
-        first = subprocess.Popen(
-            cmd,
-            env=cli_env(TOGETHER_API_KEY="run-1"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_for_lines(out_path, 8, first, deadline_s=30)
-        first.kill()  # SIGKILL: no cleanup of any kind
-        first.communicate()
+        try:
+            first = subprocess.Popen(
+                cmd,
+                env=cli_env(TOGETHER_API_KEY="run-1"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            wait_for_lines(out_path, 8, first, deadline_s=30)
+            first.kill()  # SIGKILL: no cleanup of any kind
+            first.communicate()
+        finally:
+            gate.release()
         assert first.returncode == -signal.SIGKILL
         done_before = {
             key(json.loads(line))
@@ -457,16 +476,25 @@ def test_ctrl_c_exits_cleanly_with_a_resume_hint(files: tuple[Path, Path, Path])
     in_path, out_path, _ = files
     rows = make_rows(40)
     write_rows(in_path, rows)
-    endpoint = LexicalRerankEndpoint()
-    with serve_loopback(anonymous(slow(endpoint, 0.03))) as url:
+    gate = Gate(anonymous(LexicalRerankEndpoint()), answered=8)  # 5 to 8 rows, then it waits
+    with serve_loopback(gate) as url:
         cmd = _command(in_path, out_path, url)
         env = cli_env(TOGETHER_API_KEY="dummy")
         proc = subprocess.Popen(
             cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        wait_for_lines(out_path, 5, proc, deadline_s=30)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            wait_for_lines(out_path, 5, proc, deadline_s=30)
+            proc.send_signal(signal.SIGINT)
+            # the run was midway when interrupted; the requests held until now are answered
+            # (the CLI may wait for those in flight before it exits)
+            gate.release()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            gate.release()
+            if proc.poll() is None:  # failed above: leave no process (nor its pipes) behind
+                proc.kill()
+                proc.communicate()
         assert proc.returncode == 130, err
         assert "Traceback" not in err
         last = err.splitlines()[-1]
