@@ -116,6 +116,21 @@ def _answered(results: RerankResults, client: RerankClient) -> RerankResults:
     return results
 
 
+def _fair_share(sent: bool, deadline: Deadline | None) -> bool:
+    """Whether the next failover endpoint is charged (by its breaker) for the call's
+    deadline running out while it is tried: when no endpoint before it sent anything (it
+    has the whole deadline), or when it still has at least half of the deadline (the
+    endpoints before it failed fast). A failover endpoint left less than half, behind an
+    endpoint that used the rest (a hanging primary whose ``timeout`` is half the deadline,
+    as docs/production.md recommends), is not charged for being cut short; one given most
+    of the deadline that still did not answer is (else a hanging failover whose
+    ``timeout`` exceeds the deadline, behind a primary failing fast, would never open its
+    breaker, and every call would wait the deadline out on it)."""
+    if not sent or deadline is None:
+        return True
+    return deadline.remaining() >= deadline.seconds / 2
+
+
 def failover(
     primary: RerankClient, plan: CallPlan, error: RerankError, deadline: Deadline | None = None
 ) -> RerankResults:
@@ -133,7 +148,7 @@ def failover(
             continue
         _moving_on(source, client, error)
         try:
-            results = client._attempt(own, deadline, whole_deadline=not sent)
+            results = client._attempt(own, deadline, whole_deadline=_fair_share(sent, deadline))
             return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):  # this endpoint's configuration is wrong: say so
@@ -155,7 +170,9 @@ async def afailover(
             continue
         _moving_on(source, client, error)
         try:
-            results = await client._aattempt(own, deadline, whole_deadline=not sent)
+            results = await client._aattempt(
+                own, deadline, whole_deadline=_fair_share(sent, deadline)
+            )
             return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):
