@@ -54,3 +54,64 @@ def test_a_hanging_failover_behind_a_fast_failing_primary_opens_its_breaker(mode
     assert breaker.state == "open"
     assert hung.requests == 2  # the last two calls fell back without waiting on it
     assert isinstance(results[-1].error, trp.CircuitOpenError)
+
+
+# -- a hung resolver: abandoned lookups must not pile up threads ------------------------------
+def _resolver_threads() -> int:
+    import threading
+
+    return sum(t.name == "together-rerank-resolve" for t in threading.enumerate())
+
+
+def test_a_hung_resolver_under_a_flood_of_calls_holds_a_bounded_number_of_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resolver that never answers, and many sync calls with a short deadline: each call
+    ends at its bound (as defect 5's fix promises), but the lookup it abandoned must not
+    keep a thread of its own. Calls for one host share one lookup; lookups for distinct
+    hosts are capped. (On the code before the fix: one thread per call, 30 threads for
+    30 calls, each held as long as the resolver hangs.)"""
+    import socket
+    import threading
+
+    from together_rerank_plugins import _transport
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hung_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if not str(name).endswith(".hung-resolver.test"):
+            return real(host, *args, **kwargs)
+        release.wait(20)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung_getaddrinfo)
+    before = _resolver_threads()
+    try:
+        same = RerankClient(
+            api_key=TEST_KEY, base_url="http://api.hung-resolver.test:9", max_retries=0,
+            deadline=0.05,
+        )  # fmt: skip
+        outcomes: list[Any] = []
+        for _ in range(15):
+            try:
+                same.rerank(QUERY, DOCS)
+            except trp.RerankError as exc:
+                outcomes.append(exc)
+        assert len(outcomes) == 15
+        assert all(isinstance(e, trp.RerankTimeoutError) for e in outcomes)
+        assert _resolver_threads() - before == 1  # one lookup, shared by every call
+        hosts = [
+            RerankClient(
+                api_key=TEST_KEY, base_url=f"http://h{i}.hung-resolver.test:9", max_retries=0,
+                deadline=0.05,
+            )  # fmt: skip
+            for i in range(3 * _transport.MAX_LOOKUPS)
+        ]
+        for client in hosts:
+            with pytest.raises(trp.RerankTimeoutError):
+                client.rerank(QUERY, DOCS)
+        assert _resolver_threads() - before <= _transport.MAX_LOOKUPS
+    finally:
+        release.set()
