@@ -115,3 +115,74 @@ def test_a_hung_resolver_under_a_flood_of_calls_holds_a_bounded_number_of_thread
         assert _resolver_threads() - before <= _transport.MAX_LOOKUPS
     finally:
         release.set()
+
+
+# -- pydantic round trips of an adapter with read-only settings -------------------------------
+def test_a_llama_index_adapter_round_trips_through_model_dump_and_model_validate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``model_validate(model_dump())`` is pydantic's own round trip, and works for
+    LlamaIndex's components (its ``model_dump`` adds ``class_name``, which they ignore). The
+    adapter refuses unknown arguments, and refused its own ``class_name``: the round trip
+    raised. It must give back an adapter that sends what the original sends (read-only
+    extra_body and rank_fields included); another component's dump is still refused."""
+    from together_rerank_plugins.llama_index import TogetherRerank
+    from together_rerank_plugins.testing import LexicalRerankEndpoint
+
+    monkeypatch.setenv("TOGETHER_API_KEY", TEST_KEY)
+    endpoint = LexicalRerankEndpoint()
+    original = TogetherRerank(
+        top_n=2, deadline=1.0, rank_fields=["text"], extra_body={"instruction": "be brief"},
+        transport=endpoint,
+    )  # fmt: skip
+    dumped = original.model_dump()
+    for restored in (
+        TogetherRerank.model_validate(dumped | {"transport": endpoint}),
+        TogetherRerank.model_validate_json(original.model_dump_json()),
+    ):
+        assert restored.model_dump() == dumped
+        assert restored.client.deadline == 1.0
+        assert dict(restored.extra_body) == {"instruction": "be brief"}
+        with pytest.raises(TypeError):
+            restored.extra_body["instruction"] = "changed in place"
+    TogetherRerank.model_validate(dumped | {"transport": endpoint}).client.rerank(
+        QUERY, [{"text": d} for d in DOCS], rank_fields=["text"]
+    )
+    assert endpoint.requests[-1]["instruction"] == "be brief"
+    with pytest.raises(ValueError, match="unknown argument 'class_name'"):
+        TogetherRerank.model_validate(dumped | {"class_name": "SimilarityPostprocessor"})
+
+
+SECRET = "sk-review-0123456789abcdefSECRET"  # long enough to be recognised anywhere
+
+
+@pytest.mark.parametrize("adapter", ["llama_index", "langchain"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"bogus": 1},  # unknown argument, given before the key
+        {"top_n": -1},
+        {"key_suffix": "\ufeff"},  # a key file's BOM (defect 6), through model_validate
+        {"key_suffix": "\u00e9"},  # a stray non-ASCII character
+    ],
+    ids=["unknown", "top_n", "bom", "stray"],
+)
+def test_model_validate_of_a_bad_configuration_never_quotes_the_key(
+    adapter: str, bad: dict[str, Any]
+) -> None:
+    """``TogetherRerank(...)`` raised a clean RerankConfigError, but pydantic's own entry
+    point, ``model_validate`` (a config loader, a parent model with an adapter field),
+    wrapped it in a ValidationError whose message quoted the input: the API key (from
+    either end of the dict, or in a SecretStr's place when the key itself was refused)."""
+    import importlib
+    import traceback
+
+    cls = importlib.import_module(f"together_rerank_plugins.{adapter}").TogetherRerank
+    key_field = "together_api_key" if adapter == "langchain" else "api_key"
+    bad = dict(bad)  # the parameter is shared by both adapters' cases
+    key = SECRET + bad.pop("key_suffix", "")
+    for data in ({**bad, key_field: key}, {key_field: key, **bad}):
+        with pytest.raises(ValueError) as caught:
+            cls.model_validate(data)
+        shown = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
+        assert "0123456789abcdef" not in shown
