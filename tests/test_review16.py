@@ -186,3 +186,67 @@ def test_model_validate_of_a_bad_configuration_never_quotes_the_key(
             cls.model_validate(data)
         shown = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
         assert "0123456789abcdef" not in shown
+
+
+# -- the CLI's test-endpoint check is bounded as a whole --------------------------------------
+class TricklingServer:
+    """A loopback server that answers every connection one header byte at a time, a byte
+    every 0.2 s, for ``seconds`` in all, then closes: each read gets a byte well within any
+    per-read timeout. Stops by itself."""
+
+    def __init__(self, seconds: float = 8.0) -> None:
+        import socket
+        import threading
+
+        self.finished = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._seconds = seconds
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import time
+
+        self._listener.settimeout(self._seconds)
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            self.finished.set()
+            return
+        end = time.monotonic() + self._seconds
+        try:
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\n")
+            while time.monotonic() < end:
+                conn.sendall(b"X")  # a header name that never ends
+                time.sleep(0.2)
+        except OSError:
+            pass  # the client gave up and closed: fine
+        finally:
+            conn.close()
+            self._listener.close()
+            self.finished.set()
+
+
+def test_the_test_endpoint_check_is_bounded_as_a_whole_against_a_trickling_server() -> None:
+    """The CLI and the demo ask a loopback ``base_url`` whether it is the embedded test
+    endpoint before the real call. That check had a per-read timeout only (2 s): a local
+    gateway that trickles its answer kept it waiting past any bound (here 8 s, the server's
+    own limit; without it, forever), before the call's own ``deadline`` even started."""
+    from together_rerank_plugins._console import is_test_endpoint
+
+    server = TricklingServer(seconds=8.0)
+    assert not is_test_endpoint(server.url, timeout=0.5)
+    assert not server.finished.is_set(), "the check waited for the server to stop trickling"
+    server.finished.wait(10)
+
+
+def test_the_test_endpoint_check_waits_no_longer_than_the_user_lets_a_call_wait() -> None:
+    """Its own 2 s bound is not one the user chose: with ``--deadline 0.3`` (or a shorter
+    ``timeout``) the check before the call is cut to that."""
+    from together_rerank_plugins._console import PROBE_TIMEOUT, probe_timeout
+
+    assert probe_timeout(60.0, 0.3) == 0.3
+    assert probe_timeout(0.25, None) == 0.25
+    assert probe_timeout(60.0, None) == PROBE_TIMEOUT
+    assert probe_timeout(None, None) == PROBE_TIMEOUT

@@ -53,6 +53,7 @@ from ._errors import REFUSED_REDIRECT_HEADER
 __all__ = [
     "begin",
     "build_async_http_client",
+    "build_probe_client",
     "build_sync_http_client",
     "cap_retry_sleep",
     "cut_short",
@@ -471,6 +472,21 @@ def build_sync_http_client(
         transport=transport,
         event_hooks={"request": [_start_attempt], "response": [on_response]},
         **_client_kwargs(timeout),
+    )
+    _install_backend(client)
+    return client
+
+
+def build_probe_client(timeout: float) -> httpx.Client:
+    """A plain client (no proxy from the environment, no redirects followed) for one
+    request outside a rerank call, under the same attempt bound: between :func:`begin` and
+    :func:`end`, a request ends within ``timeout`` whatever the server does (a server
+    trickling its headers resets httpx's per-read timeout forever)."""
+    client = httpx.Client(
+        timeout=timeout,
+        trust_env=False,
+        follow_redirects=False,
+        event_hooks={"request": [_start_attempt]},
     )
     _install_backend(client)
     return client

@@ -25,6 +25,7 @@ from .._console import (
     OFFLINE_MODEL,
     error_line,
     is_test_endpoint,
+    probe_timeout,
     offline_client_options,
     positive_int,
     test_endpoint_line,
@@ -262,7 +263,8 @@ def make_client(
     elif not os.environ.get(ENV_API_KEY, "").strip():
         raise UsageError(NO_KEY_MESSAGE)
     client = RerankClient(model=args.model, api_key=args.api_key, base_url=args.base_url, **kwargs)
-    if is_test_endpoint(client._sdk.settings.base_url):
+    bound = probe_timeout(client.timeout, client.deadline)
+    if is_test_endpoint(client._sdk.settings.base_url, timeout=bound):
         header = test_endpoint_line(client.base_url, client.model)
         return client, Mode(False, header, client.model, client.base_url, test_endpoint=True)
     header = f"mode: live — endpoint {client.base_url}, model {client.model}"
