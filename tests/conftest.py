@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+from together_rerank_plugins import RerankClient
 from together_rerank_plugins.testing import (
     TEST_ENDPOINT_HEADER,
     LexicalRerankEndpoint,
@@ -15,6 +17,28 @@ from together_rerank_plugins.testing import (
 )
 
 TEST_KEY = "test-key-0123456789abcdef"  # not a real key; long enough to be scrubbed
+
+
+def backup_client(**options: Any) -> RerankClient:
+    """A failover endpoint: another model at another host (``options`` add to or replace
+    these: ``transport``, ``base_url``, ``timeout``, ``circuit_breaker``, ...)."""
+    defaults = {"model": "acme/rerank-backup", "api_key": TEST_KEY}
+    return RerankClient(**(defaults | {"base_url": "http://backup.example"} | options))
+
+
+def recommended_primary(deadline: float, secondary: RerankClient, **options: Any) -> RerankClient:
+    """A primary with the settings docs/production.md recommends: a ``deadline``, its
+    ``timeout`` at half of it, no retry, one failover endpoint, fallback (``options`` add
+    the endpoint: ``transport`` or ``base_url``, a ``circuit_breaker``)."""
+    return RerankClient(
+        api_key=TEST_KEY,
+        timeout=deadline / 2,
+        max_retries=0,
+        deadline=deadline,
+        failover=[secondary],
+        on_error="fallback",
+        **options,
+    )
 
 
 # In-process endpoints that always fail one way (fallback and failover tests share them).

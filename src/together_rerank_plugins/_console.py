@@ -96,9 +96,9 @@ def is_test_endpoint(base_url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
     token = begin(None, timeout)  # the whole request within `timeout`
     try:
         # no proxy from the environment: it must not see or answer the check
-        with build_probe_client(timeout) as http:
-            with http.stream("GET", base_url.rstrip("/") + RERANK_PATH) as response:
-                return TEST_ENDPOINT_HEADER in response.headers
+        url = base_url.rstrip("/") + RERANK_PATH
+        with build_probe_client(timeout) as http, http.stream("GET", url) as response:
+            return TEST_ENDPOINT_HEADER in response.headers
     except httpx.HTTPError:
         return False
     finally:

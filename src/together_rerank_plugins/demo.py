@@ -31,9 +31,9 @@ from ._client import RerankClient
 from ._console import (
     error_line,
     is_test_endpoint,
-    probe_timeout,
     offline_client_options,
     positive_int,
+    probe_timeout,
     run_console,
     test_endpoint_line,
 )

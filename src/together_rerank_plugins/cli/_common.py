@@ -25,9 +25,9 @@ from .._console import (
     OFFLINE_MODEL,
     error_line,
     is_test_endpoint,
-    probe_timeout,
     offline_client_options,
     positive_int,
+    probe_timeout,
     test_endpoint_line,
     whole_number,
 )
