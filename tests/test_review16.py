@@ -247,3 +247,52 @@ def test_the_test_endpoint_check_waits_no_longer_than_the_user_lets_a_call_wait(
     assert probe_timeout(0.25, None) == 0.25
     assert probe_timeout(60.0, None) == PROBE_TIMEOUT
     assert probe_timeout(None, None) == PROBE_TIMEOUT
+
+
+def test_a_forked_child_does_not_wait_on_the_parents_lookup_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lookups in flight are shared by host; after ``os.fork()`` the parent's lookup thread
+    does not exist in the child, so a child resolving the same host must start its own
+    rather than wait, call after call, on one that never finishes."""
+    import json
+    import os
+    import socket
+    import threading
+
+    name = "fork.hung-resolver.test"
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hung_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, *args, **kwargs)
+        release.wait(20)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung_getaddrinfo)
+    client = RerankClient(api_key=TEST_KEY, base_url=f"http://{name}:9", max_retries=0)
+    try:
+        with pytest.raises(trp.RerankTimeoutError):
+            client.with_deadline(0.05).rerank(QUERY, DOCS)  # leaves the lookup in flight
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its resolver answers (loopback, port 9: refused)
+            outcome = "no outcome"
+            try:
+                socket.getaddrinfo = lambda host, *a, **k: real("127.0.0.1", *a, **k)
+                client.with_deadline(2.0).rerank(QUERY, DOCS)
+            except BaseException as exc:
+                outcome = type(exc).__name__
+            try:
+                os.write(write_end, json.dumps(outcome).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        os.waitpid(pid, 0)
+        with os.fdopen(read_end, "rb") as pipe:
+            outcome = json.loads(pipe.read() or b'"no answer"')
+    finally:
+        release.set()
+        client.close()
+    assert outcome == "RerankConnectionError"  # its own lookup answered; the port refused
