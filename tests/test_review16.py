@@ -296,3 +296,20 @@ def test_a_forked_child_does_not_wait_on_the_parents_lookup_in_flight(
         release.set()
         client.close()
     assert outcome == "RerankConnectionError"  # its own lookup answered; the port refused
+
+
+def test_a_key_with_bytes_that_are_not_utf8_is_described_as_such(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key file or variable in another encoding (Latin-1, a stray 0xFF) reaches Python as
+    a lone surrogate (surrogateescape). It was called "a control character (U+DCFF)": not
+    what it is, and the code point gives away the raw byte. Say it is not UTF-8 text."""
+    monkeypatch.setenv("TOGETHER_API_KEY", "sk-0123456789ab\udcffcdef")
+    with pytest.raises(trp.RerankConfigError) as caught:
+        RerankClient()
+    message = str(caught.value)
+    assert "not UTF-8" in message
+    assert "position 15" in message
+    assert "TOGETHER_API_KEY" in message
+    assert "control character" not in message
+    assert "DCFF" not in message
