@@ -313,3 +313,30 @@ def test_a_key_with_bytes_that_are_not_utf8_is_described_as_such(
     assert "TOGETHER_API_KEY" in message
     assert "control character" not in message
     assert "DCFF" not in message
+
+
+def test_the_test_endpoint_check_sends_and_logs_no_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The check is sent "without the key"; a ``base_url`` written with ``user:password@``
+    (a server behind Basic auth) went to httpx as is: the password was sent as Basic auth
+    and logged by httpx at INFO in the request line, where the client proper never lets
+    it appear (it gives the SDK a URL without credentials)."""
+    import logging
+
+    from together_rerank_plugins._console import is_test_endpoint
+    from together_rerank_plugins.testing import LexicalRerankEndpoint, serve_loopback
+
+    endpoint = LexicalRerankEndpoint()
+    authorizations: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        authorizations.append(request.headers.get("authorization"))
+        return endpoint.handle(request)
+
+    password = "pw-0123456789-secret"
+    with caplog.at_level(logging.DEBUG), serve_loopback(handler) as url:
+        assert is_test_endpoint(url.replace("http://", f"http://gateway-user:{password}@"))
+    assert authorizations == [None]
+    assert password not in caplog.text
+    assert "gateway-user" not in caplog.text

@@ -72,16 +72,18 @@ def is_test_endpoint(base_url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
     endpoint served by ``python -m together_rerank_plugins.testing`` (or ``serve_loopback``).
 
     Only a loopback host is asked (the test endpoint serves on 127.0.0.1 only, and nothing
-    is sent to a remote service): one ``GET {base_url}/v1/rerank`` without the key, whose
-    answer (a 404) names the endpoint in its ``X-Rerank-Test-Endpoint`` header; its body is
-    not read. The check ends within ``timeout`` seconds in all, whatever the server does
-    (a local gateway trickling its answer included). Any failure to ask means "not the test
-    endpoint": the real call then reports its own error.
+    is sent to a remote service): one ``GET {base_url}/v1/rerank`` without the key (nor the
+    credentials of a ``user:password@`` base_url), whose answer (a 404) names the endpoint
+    in its ``X-Rerank-Test-Endpoint`` header; its body is not read. The check ends within
+    ``timeout`` seconds in all, whatever the server does (a local gateway trickling its
+    answer included). Any failure to ask means "not the test endpoint": the real call then
+    reports its own error.
     """
     import ipaddress
     from urllib.parse import urlsplit
 
-    host = urlsplit(base_url).hostname or ""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -96,7 +98,9 @@ def is_test_endpoint(base_url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
     token = begin(None, timeout)  # the whole request within `timeout`
     try:
         # no proxy from the environment: it must not see or answer the check
-        url = base_url.rstrip("/") + RERANK_PATH
+        # without `user:password@` (the test endpoint takes none): nothing sent or logged
+        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        url = bare.rstrip("/") + RERANK_PATH
         with build_probe_client(timeout) as http, http.stream("GET", url) as response:
             return TEST_ENDPOINT_HEADER in response.headers
     except httpx.HTTPError:
