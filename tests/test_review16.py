@@ -340,3 +340,39 @@ def test_the_test_endpoint_check_sends_and_logs_no_credentials(
     assert authorizations == [None]
     assert password not in caplog.text
     assert "gateway-user" not in caplog.text
+
+
+# -- a failover endpoint's own deadline ----------------------------------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("primary_deadline", [None, 5.0], ids=["no-call-deadline", "longer"])
+def test_a_failover_endpoints_own_deadline_bounds_its_part_of_the_call(
+    mode: str, primary_deadline: float | None
+) -> None:
+    """A failover client built with ``deadline=0.3`` and ``timeout=10``: its part of a call
+    must end within 0.3 s (and within what is left of the primary's deadline, when that is
+    shorter). It was ignored: the hanging failover was given its whole ``timeout`` (10 s,
+    here until the in-process server's attempt bound), a bound the user did not choose."""
+    hung = Server(latency=None)
+    secondary = backup_client(transport=hung, timeout=10.0, max_retries=0, deadline=0.3)
+    primary = RerankClient(
+        api_key=TEST_KEY,
+        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={})),
+        max_retries=0,
+        deadline=primary_deadline,
+        failover=[secondary],
+        on_error="fallback",
+    )
+    budgets: list[float] = []
+    original = hung._wait
+
+    def record(request: httpx.Request) -> tuple[float, bool]:
+        budgets.append(request.extensions["timeout"]["read"])
+        return original(request)
+
+    hung._wait = record  # type: ignore[method-assign]
+    result = primary.rerank(QUERY, DOCS) if mode == "sync" else (
+        asyncio.run(primary.arerank(QUERY, DOCS)))  # fmt: skip
+    assert result.fallback
+    assert isinstance(result.error, trp.RerankTimeoutError)
+    assert len(budgets) == 1
+    assert budgets[0] <= 0.3  # the attempt was bounded by the failover's own deadline
