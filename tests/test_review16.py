@@ -376,3 +376,32 @@ def test_a_failover_endpoints_own_deadline_bounds_its_part_of_the_call(
     assert isinstance(result.error, trp.RerankTimeoutError)
     assert len(budgets) == 1
     assert budgets[0] <= 0.3  # the attempt was bounded by the failover's own deadline
+
+
+def test_a_langchain_key_assigned_by_its_documented_name_is_applied() -> None:
+    """LangChain's adapter takes ``api_key=`` (docs/configuration.md; ``together_api_key`` is
+    the other name); the LlamaIndex adapter applies ``rerank.api_key = new``. On LangChain's
+    that assignment raised pydantic's '"TogetherRerank" object has no field "api_key"', so a
+    key rotated in place (or a bad one from a file) took another path than at
+    construction. It must be applied, or refused without the value, like the other name."""
+    from together_rerank_plugins.langchain import TogetherRerank
+    from together_rerank_plugins.testing import LexicalRerankEndpoint
+
+    seen: list[str] = []
+    endpoint = LexicalRerankEndpoint()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        return endpoint.handle(request)
+
+    rerank = TogetherRerank(api_key=TEST_KEY, transport=httpx.MockTransport(handler))
+    rotated = "sk-rotated-0123456789abcdef"
+    rerank.api_key = rotated  # type: ignore[assignment]
+    rerank.rerank(DOCS, QUERY)
+    assert seen == [f"Bearer {rotated}"]
+    assert rerank.together_api_key is not None
+    assert rerank.together_api_key.get_secret_value() == rotated
+    with pytest.raises(trp.RerankConfigError) as caught:
+        rerank.api_key = "\ufeff" + SECRET  # type: ignore[assignment]
+    assert "0123456789abcdef" not in str(caught.value)
+    assert rerank.client._sdk.settings.api_key == rotated  # a refused key changes nothing
