@@ -405,3 +405,31 @@ def test_a_langchain_key_assigned_by_its_documented_name_is_applied() -> None:
         rerank.api_key = "\ufeff" + SECRET  # type: ignore[assignment]
     assert "0123456789abcdef" not in str(caught.value)
     assert rerank.client._sdk.settings.api_key == rotated  # a refused key changes nothing
+
+
+def test_a_lookup_thread_that_cannot_start_leaves_no_stale_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under thread exhaustion ``Thread.start`` raises: that call fails, but the next one
+    for the host must resolve afresh, not wait on a lookup that never started."""
+    import threading
+
+    from together_rerank_plugins import _transport
+
+    real_start = threading.Thread.start
+    fail = [True]
+
+    def start(self: threading.Thread) -> None:
+        if fail[0] and self.name == "together-rerank-resolve":
+            fail[0] = False
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    client = RerankClient(api_key=TEST_KEY, base_url="http://localhost:9", max_retries=0)
+    for _ in range(2):
+        with pytest.raises(trp.RerankConnectionError) as caught:
+            client.with_deadline(2.0).rerank(QUERY, DOCS)
+    # the second call resolved localhost and was refused on port 9: not a timeout
+    assert not isinstance(caught.value, trp.RerankTimeoutError)
+    assert not _transport._LOOKUPS

@@ -298,7 +298,14 @@ def _lookup_of(host: str, port: int, expires_at: float) -> _Lookup | None:
             slots.release()
             lookup.done.set()
 
-    threading.Thread(target=run, name="together-rerank-resolve", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="together-rerank-resolve", daemon=True).start()
+    except RuntimeError as exc:  # no thread to be had: this attempt fails, the next retries
+        with _LOOKUPS_LOCK:
+            if _LOOKUPS.get(key) is lookup:
+                del _LOOKUPS[key]
+        slots.release()
+        raise httpcore.ConnectError(f"could not start a lookup of {host!r}: {exc}") from exc
     return lookup
 
 
