@@ -41,12 +41,35 @@ def recommended_primary(deadline: float, secondary: RerankClient, **options: Any
     )
 
 
+def fast_failing_primary(secondary: RerankClient, **options: Any) -> RerankClient:
+    """A primary that answers 503 at once (no retry) in front of ``secondary``, falling
+    back when that fails too."""
+    return RerankClient(
+        api_key=TEST_KEY,
+        transport=failing(503),
+        max_retries=0,
+        failover=[secondary],
+        on_error="fallback",
+        **options,
+    )
+
+
 # In-process endpoints that always fail one way (fallback and failover tests share them).
 def failing(status: int) -> httpx.MockTransport:
     """Answers every request with ``status`` and a documented error body."""
     return httpx.MockTransport(
         lambda r: httpx.Response(status, json={"error": {"message": f"status {status}"}})
     )
+
+
+def recording(seen: list[httpx.Request]) -> httpx.MockTransport:
+    """Answers every request with one result (index 0, score 0.5), keeping it in ``seen``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
+
+    return httpx.MockTransport(handler)
 
 
 def hanging() -> httpx.MockTransport:

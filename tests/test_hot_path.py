@@ -18,7 +18,7 @@ import together_rerank_plugins as trp
 from together_rerank_plugins import RerankClient
 from together_rerank_plugins.testing import LexicalRerankEndpoint
 
-from .conftest import TEST_KEY, backup_client, recommended_primary
+from .conftest import TEST_KEY, backup_client, fast_failing_primary, recommended_primary
 
 DOCS = ["red apples", "green pears", "red cherries"]
 QUERY = "red apples"
@@ -309,14 +309,7 @@ def test_a_failover_endpoint_that_runs_out_its_own_timeout_is_charged() -> None:
     secondary = backup_client(
         transport=Server(latency=None), timeout=0.1, max_retries=0, circuit_breaker=breaker
     )
-    primary = RerankClient(
-        api_key=TEST_KEY,
-        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={})),
-        max_retries=0,
-        deadline=1.0,
-        failover=[secondary],
-        on_error="fallback",
-    )
+    primary = fast_failing_primary(secondary, deadline=1.0)
     for _ in range(2):
         assert primary.rerank(QUERY, DOCS).fallback
     assert breaker.state == "open"

@@ -17,7 +17,7 @@ import pytest
 from together_rerank_plugins import CircuitBreaker, RerankClient, ServerError
 from together_rerank_plugins.testing import LexicalRerankEndpoint, pointwise_lexical_scores
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, recording
 
 DOCS = ["red apples", "green pears", "red cherries"]
 QUERY = "red apples"
@@ -106,15 +106,10 @@ def test_credentials_in_base_url_reach_no_log_line_of_any_library(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger: ours, together, httpx, httpcore
     seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
-
     client = RerankClient(
         api_key=TEST_KEY,
         base_url="http://alice:s3cr3t-pass@rerank.example.com/v1",
-        transport=httpx.MockTransport(handler),
+        transport=recording(seen),
         default_headers={"X-Gateway-Token": "gw-token-0123456789"},
     )
     assert [r.index for r in client.rerank(QUERY, ["a"])] == [0]

@@ -13,7 +13,7 @@ import pytest
 import together_rerank_plugins as trp
 from together_rerank_plugins import RerankClient
 
-from .conftest import TEST_KEY, backup_client
+from .conftest import TEST_KEY, backup_client, fast_failing_primary
 from .test_hot_path import DOCS, QUERY, Server
 
 
@@ -29,14 +29,7 @@ def test_a_hanging_failover_behind_a_fast_failing_primary_opens_its_breaker(mode
     breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
     hung = Server(latency=None)
     secondary = backup_client(transport=hung, max_retries=0, circuit_breaker=breaker)
-    primary = RerankClient(
-        api_key=TEST_KEY,
-        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={})),
-        max_retries=0,
-        deadline=0.3,
-        failover=[secondary],
-        on_error="fallback",
-    ).warm_up()
+    primary = fast_failing_primary(secondary, deadline=0.3).warm_up()
 
     async def calls() -> list[Any]:
         return [await primary.arerank(QUERY, DOCS) for _ in range(4)]
@@ -354,14 +347,7 @@ def test_a_failover_endpoints_own_deadline_bounds_its_part_of_the_call(
     here until the in-process server's attempt bound), a bound the user did not choose."""
     hung = Server(latency=None)
     secondary = backup_client(transport=hung, timeout=10.0, max_retries=0, deadline=0.3)
-    primary = RerankClient(
-        api_key=TEST_KEY,
-        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={})),
-        max_retries=0,
-        deadline=primary_deadline,
-        failover=[secondary],
-        on_error="fallback",
-    )
+    primary = fast_failing_primary(secondary, deadline=primary_deadline)
     budgets: list[float] = []
     original = hung._wait
 
