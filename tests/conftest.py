@@ -54,6 +54,40 @@ def fast_failing_primary(secondary: RerankClient, **options: Any) -> RerankClien
     )
 
 
+def run_in_fork(work: Callable[[], Any], *, within: float = 10.0) -> Any:
+    """``work()`` in a forked child: what it returned (through JSON), the name of the
+    exception it raised, or "hung" when it had not finished ``within`` seconds (the child
+    is then killed: the test stops by itself)."""
+    import json
+    import signal
+    import time
+    import warnings
+
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns when other threads are alive
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: work, report through the pipe, leave at once
+        try:
+            got = work()
+        except BaseException as exc:
+            got = type(exc).__name__
+        try:
+            os.write(write_end, json.dumps(got).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    deadline = time.monotonic() + within
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.02)
+    with os.fdopen(read_end, "rb") as pipe:
+        return json.loads(pipe.read() or b'"hung"')
+
+
 # In-process endpoints that always fail one way (fallback and failover tests share them).
 def failing(status: int) -> httpx.MockTransport:
     """Answers every request with ``status`` and a documented error body."""

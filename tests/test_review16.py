@@ -13,7 +13,7 @@ import pytest
 import together_rerank_plugins as trp
 from together_rerank_plugins import RerankClient
 
-from .conftest import TEST_KEY, backup_client, fast_failing_primary
+from .conftest import TEST_KEY, backup_client, fast_failing_primary, run_in_fork
 from .test_hot_path import DOCS, QUERY, Server
 
 
@@ -248,8 +248,6 @@ def test_a_forked_child_does_not_wait_on_the_parents_lookup_in_flight(
     """Lookups in flight are shared by host; after ``os.fork()`` the parent's lookup thread
     does not exist in the child, so a child resolving the same host must start its own
     rather than wait, call after call, on one that never finishes."""
-    import json
-    import os
     import socket
     import threading
 
@@ -268,23 +266,13 @@ def test_a_forked_child_does_not_wait_on_the_parents_lookup_in_flight(
     try:
         with pytest.raises(trp.RerankTimeoutError):
             client.with_deadline(0.05).rerank(QUERY, DOCS)  # leaves the lookup in flight
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: its resolver answers (loopback, port 9: refused)
-            outcome = "no outcome"
-            try:
-                socket.getaddrinfo = lambda host, *a, **k: real("127.0.0.1", *a, **k)
-                client.with_deadline(2.0).rerank(QUERY, DOCS)
-            except BaseException as exc:
-                outcome = type(exc).__name__
-            try:
-                os.write(write_end, json.dumps(outcome).encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        os.waitpid(pid, 0)
-        with os.fdopen(read_end, "rb") as pipe:
-            outcome = json.loads(pipe.read() or b'"no answer"')
+
+        def child() -> str:  # its resolver answers (loopback, port 9: refused)
+            socket.getaddrinfo = lambda host, *a, **k: real("127.0.0.1", *a, **k)
+            client.with_deadline(2.0).rerank(QUERY, DOCS)
+            return "answered"
+
+        outcome = run_in_fork(child)
     finally:
         release.set()
         client.close()
