@@ -19,7 +19,7 @@ import together_rerank_plugins as trp
 from together_rerank_plugins import RerankClient, cli
 from together_rerank_plugins.testing import LexicalRerankEndpoint
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, recording
 
 #: the parts of a password that must never show: each half around the unescaped character
 SECRET_PARTS = ("s3cr", "et-PW-42")
@@ -101,15 +101,10 @@ def test_a_numeric_password_with_a_slash_is_refused_not_sent_to_the_wrong_host()
 
 def test_a_percent_encoded_password_is_accepted_and_sent_as_written() -> None:
     seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
-
     client = RerankClient(
         api_key=TEST_KEY,
         base_url="http://alice:s3cr%2Fet-PW-42@rerank.example.com/v1",
-        transport=httpx.MockTransport(handler),
+        transport=recording(seen),
     )
     client.rerank("q", ["a"])
     assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(
@@ -220,15 +215,10 @@ def test_the_position_is_said_from_the_key_as_given() -> None:
 
 @pytest.mark.parametrize("padding", ["\n", "\r\n", " ", "\t", "\u00a0"])
 def test_whitespace_around_a_key_from_a_file_is_stripped(padding: str) -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["authorization"])
-        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
-
-    client = RerankClient(api_key=padding + KEY + padding, transport=httpx.MockTransport(handler))
+    seen: list[httpx.Request] = []
+    client = RerankClient(api_key=padding + KEY + padding, transport=recording(seen))
     client.rerank("q", ["a"])
-    assert seen == [f"Bearer {KEY}"]
+    assert [r.headers["authorization"] for r in seen] == [f"Bearer {KEY}"]
 
 
 HEADER_SECRET = "gw-token-7d1e9c3b5a-do-not-leak"
@@ -268,19 +258,14 @@ def test_a_header_value_http_cannot_carry_is_refused_naming_the_header(
 
 
 def test_a_header_value_read_from_a_file_loses_its_newline() -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["x-gateway-token"])
-        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
-
+    seen: list[httpx.Request] = []
     client = RerankClient(
         api_key=TEST_KEY,
         default_headers={"X-Gateway-Token": HEADER_SECRET + "\n"},
-        transport=httpx.MockTransport(handler),
+        transport=recording(seen),
     )
     client.rerank("q", ["a"])
-    assert seen == [HEADER_SECRET]
+    assert [r.headers["x-gateway-token"] for r in seen] == [HEADER_SECRET]
 
 
 def test_a_bad_key_never_reaches_a_call_that_fallback_would_miss() -> None:

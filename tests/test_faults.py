@@ -43,7 +43,7 @@ import together_rerank_plugins as trp
 from together_rerank_plugins import RerankClient
 from together_rerank_plugins.testing import lexical_scores
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, backup_client, recommended_primary
 from .faults import (
     DEFAULT_RATES,
     FAULT_KINDS,
@@ -843,21 +843,9 @@ def test_failover_breaker_under_concurrency_a_hanging_primary_leaves_the_seconda
     first, then = specs[:6], specs[6:]  # 6 calls open the primary's breaker; 12 after it
     server = FaultServer({}, seed="failover-breaker")
     with server, serve_loopback(_slow_secondary(deadline * 2 / 3)) as secondary_url:
-        secondary = RerankClient(
-            model="acme/rerank-backup",
-            api_key=TEST_KEY,
-            base_url=secondary_url,
-            circuit_breaker=secondary_breaker,
-        )
-        primary = RerankClient(
-            api_key=TEST_KEY,
-            base_url=server.base_url,
-            timeout=deadline / 2,
-            max_retries=0,
-            deadline=deadline,
-            circuit_breaker=primary_breaker,
-            failover=[secondary],
-            on_error="fallback",
+        secondary = backup_client(base_url=secondary_url, circuit_breaker=secondary_breaker)
+        primary = recommended_primary(
+            deadline, secondary, base_url=server.base_url, circuit_breaker=primary_breaker
         )
         primary.warm_up()
 

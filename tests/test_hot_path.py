@@ -18,7 +18,7 @@ import together_rerank_plugins as trp
 from together_rerank_plugins import RerankClient
 from together_rerank_plugins.testing import LexicalRerankEndpoint
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, backup_client, fast_failing_primary, recommended_primary
 
 DOCS = ["red apples", "green pears", "red cherries"]
 QUERY = "red apples"
@@ -267,22 +267,9 @@ def test_a_failover_endpoint_cut_short_by_the_primarys_slowness_keeps_its_breake
     primary_breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
     secondary_breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
     slow_but_healthy = Server(latency=deadline * 2 / 3)
-    secondary = RerankClient(
-        model="acme/rerank-backup",
-        api_key=TEST_KEY,
-        base_url="http://backup.example",
-        transport=slow_but_healthy,
-        circuit_breaker=secondary_breaker,
-    )
-    primary = RerankClient(
-        api_key=TEST_KEY,
-        transport=Server(latency=None),
-        timeout=deadline / 2,
-        max_retries=0,
-        deadline=deadline,
-        circuit_breaker=primary_breaker,
-        failover=[secondary],
-        on_error="fallback",
+    secondary = backup_client(transport=slow_but_healthy, circuit_breaker=secondary_breaker)
+    primary = recommended_primary(
+        deadline, secondary, transport=Server(latency=None), circuit_breaker=primary_breaker
     )
 
     async def calls() -> list[Any]:
@@ -319,23 +306,10 @@ def test_a_failover_endpoint_that_runs_out_its_own_timeout_is_charged() -> None:
     """Left enough of the deadline for a whole attempt, a hanging secondary times out on its
     own ``timeout``: that counts against it."""
     breaker = trp.CircuitBreaker(failure_threshold=2, recovery_time=60)
-    secondary = RerankClient(
-        model="acme/rerank-backup",
-        api_key=TEST_KEY,
-        base_url="http://backup.example",
-        transport=Server(latency=None),
-        timeout=0.1,
-        max_retries=0,
-        circuit_breaker=breaker,
+    secondary = backup_client(
+        transport=Server(latency=None), timeout=0.1, max_retries=0, circuit_breaker=breaker
     )
-    primary = RerankClient(
-        api_key=TEST_KEY,
-        transport=httpx.MockTransport(lambda r: httpx.Response(503, json={})),
-        max_retries=0,
-        deadline=1.0,
-        failover=[secondary],
-        on_error="fallback",
-    )
+    primary = fast_failing_primary(secondary, deadline=1.0)
     for _ in range(2):
         assert primary.rerank(QUERY, DOCS).fallback
     assert breaker.state == "open"

@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from together_rerank_plugins import CircuitBreaker, RerankClient, ServerError
 from together_rerank_plugins.testing import LexicalRerankEndpoint, pointwise_lexical_scores
 
-from .conftest import TEST_KEY
+from .conftest import TEST_KEY, recording, run_in_fork
 
 DOCS = ["red apples", "green pears", "red cherries"]
 QUERY = "red apples"
@@ -106,15 +105,10 @@ def test_credentials_in_base_url_reach_no_log_line_of_any_library(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger: ours, together, httpx, httpcore
     seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"results": [{"index": 0, "relevance_score": 0.5}]})
-
     client = RerankClient(
         api_key=TEST_KEY,
         base_url="http://alice:s3cr3t-pass@rerank.example.com/v1",
-        transport=httpx.MockTransport(handler),
+        transport=recording(seen),
         default_headers={"X-Gateway-Token": "gw-token-0123456789"},
     )
     assert [r.index for r in client.rerank(QUERY, ["a"])] == [0]
@@ -321,17 +315,8 @@ def test_credentials_of_base_url_echoed_by_a_server_are_scrubbed_from_errors() -
 
 
 # -- fork: a lock held by another thread at fork time does not hang the child ---------------
-def _fork() -> int:
-    import warnings
-
-    with warnings.catch_warnings():  # Python 3.12+ warns when other threads are alive
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return os.fork()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 def test_a_child_forked_while_breaker_and_cache_locks_are_held_still_reranks() -> None:
-    import json
 
     breaker = CircuitBreaker()
     client = RerankClient(
@@ -347,41 +332,22 @@ def test_a_child_forked_while_breaker_and_cache_locks_are_held_still_reranks() -
     held = [breaker._lock, store._lock, store.store._lock]
     for lock in held:
         lock.acquire()
+
+    def child() -> list[int]:  # the cache hits, then a miss is sent
+        got = [r.index for r in client.rerank(QUERY, DOCS)]
+        return got + [r.index for r in client.rerank("green pears", DOCS)]
+
     try:
-        read_end, write_end = os.pipe()
-        pid = _fork()
-        if pid == 0:  # the child: rerank (the cache hits, then a miss is sent), report, leave
-            try:
-                got: Any = [r.index for r in client.rerank(QUERY, DOCS)]
-                got += [r.index for r in client.rerank("green pears", DOCS)]
-            except BaseException as exc:
-                got = type(exc).__name__
-            try:
-                os.write(write_end, json.dumps(got).encode())
-            finally:
-                os._exit(0)
+        theirs = run_in_fork(child)
     finally:
         for lock in held:
             lock.release()
-    os.close(write_end)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # a bounded wait for the child
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    with os.fdopen(read_end, "rb") as pipe:
-        theirs = json.loads(pipe.read() or b'"hung"')
     green = [r.index for r in client.rerank("green pears", DOCS)]
     assert theirs == expected + green
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
 def test_a_child_forked_during_the_parents_probe_can_probe_itself() -> None:
-    import json
 
     now = [0.0]
     breaker = CircuitBreaker(failure_threshold=1, recovery_time=10, clock=lambda: now[0])
@@ -394,21 +360,7 @@ def test_a_child_forked_during_the_parents_probe_can_probe_itself() -> None:
     now[0] = 10.0
     probe = breaker.admit()  # a parent's call probing at the moment of the fork
     assert probe
-    read_end, write_end = os.pipe()
-    pid = _fork()
-    if pid == 0:
-        try:
-            got: Any = [r.index for r in client.rerank(QUERY, DOCS)]
-        except BaseException as exc:
-            got = type(exc).__name__
-        try:
-            os.write(write_end, json.dumps(got).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)  # the child never waits on anything unbounded: LexicalRerankEndpoint
-    with os.fdopen(read_end, "rb") as pipe:
-        theirs = json.loads(pipe.read() or b'"nothing"')
+    theirs = run_in_fork(lambda: [r.index for r in client.rerank(QUERY, DOCS)])
     breaker.record(probe, "success")
     assert theirs == [r.index for r in client.rerank(QUERY, DOCS)]
 

@@ -13,8 +13,9 @@ before anything is sent, so ``on_error="fallback"`` (or ``failover=``) answers a
 Only failures that fallback covers count (timeouts, connection errors, 429 and 5xx after the
 SDK's retries, malformed answers). Errors that need a fix (401/403, 400/422, 404, 402, bad
 input) neither count nor reset the count: they say nothing about whether the endpoint is up.
-Nor does a call's ``deadline`` running out while a failover endpoint was tried with what
-an earlier endpoint left of it, before any attempt reached the endpoint's own ``timeout``:
+Nor does a call's ``deadline`` running out while a failover endpoint was tried with less
+than half of it (an earlier endpoint used the rest), before any attempt reached the
+endpoint's own ``timeout``:
 the client reports that as neutral (``RerankClient._record``; docs/production.md, "What
 counts against a breaker").
 

@@ -505,7 +505,8 @@ class RerankClient:
         """Score ``plan`` on this endpoint alone (cache, breaker, requests), or raise.
 
         ``whole_deadline``: no other endpoint of the call sent anything before this one, so
-        it had the call's whole ``deadline`` (see :meth:`_record`)."""
+        it had the call's whole ``deadline``, or it still had at least half of it (see
+        :meth:`_record` and ``_resilience._fair_share``)."""
         keys: list[str] = []
         if self._store is not None and plan.spec.documents:
             keys = plan.cache_keys()
@@ -548,8 +549,9 @@ class RerankClient:
         error, a malformed answer, an attempt that ran out of its own ``timeout``. The
         call's ``deadline`` running out while the endpoint was tried counts only when the
         endpoint had that whole deadline (no other endpoint of the call sent anything
-        first): a failover endpoint left with what the primary did not use is not
-        charged for being cut short before its own ``timeout``."""
+        first) or at least half of it: a failover endpoint left less than half by the
+        endpoints before it is not charged for being cut short before its own
+        ``timeout``."""
         breaker = self.circuit_breaker
         if breaker is None:
             return

@@ -21,6 +21,7 @@ __all__ = [
     "OFFLINE_MODEL",
     "error_line",
     "is_test_endpoint",
+    "probe_timeout",
     "json_line",
     "offline_client_options",
     "positive_int",
@@ -59,19 +60,30 @@ def offline_client_options(
 PROBE_TIMEOUT = 2.0
 
 
+def probe_timeout(timeout: float | None, deadline: float | None) -> float:
+    """The bound of the test-endpoint check before a client's calls: :data:`PROBE_TIMEOUT`,
+    or the client's ``timeout`` or ``deadline`` when shorter (the check never waits longer
+    than the user lets one call wait)."""
+    return min(b for b in (PROBE_TIMEOUT, timeout, deadline) if b is not None)
+
+
 def is_test_endpoint(base_url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
     """True when ``base_url`` (as the client sends to it: no ``/v1``) is the embedded test
     endpoint served by ``python -m together_rerank_plugins.testing`` (or ``serve_loopback``).
 
     Only a loopback host is asked (the test endpoint serves on 127.0.0.1 only, and nothing
-    is sent to a remote service): one ``GET {base_url}/v1/rerank`` without the key, whose
-    answer (a 404) names the endpoint in its ``X-Rerank-Test-Endpoint`` header. Any failure
-    to ask means "not the test endpoint": the real call then reports its own error.
+    is sent to a remote service): one ``GET {base_url}/v1/rerank`` without the key (nor the
+    credentials of a ``user:password@`` base_url), whose answer (a 404) names the endpoint
+    in its ``X-Rerank-Test-Endpoint`` header; its body is not read. The check ends within
+    ``timeout`` seconds in all, whatever the server does (a local gateway trickling its
+    answer included). Any failure to ask means "not the test endpoint": the real call then
+    reports its own error.
     """
     import ipaddress
     from urllib.parse import urlsplit
 
-    host = urlsplit(base_url).hostname or ""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -80,15 +92,21 @@ def is_test_endpoint(base_url: str, *, timeout: float = PROBE_TIMEOUT) -> bool:
         return False
     import httpx
 
+    from ._transport import begin, build_probe_client, end
     from .testing import RERANK_PATH, TEST_ENDPOINT_HEADER
 
+    token = begin(None, timeout)  # the whole request within `timeout`
     try:
-        # trust_env=False: a proxy from the environment must not see or answer the check
-        with httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as http:
-            response = http.get(base_url.rstrip("/") + RERANK_PATH)
+        # no proxy from the environment: it must not see or answer the check
+        # without `user:password@` (the test endpoint takes none): nothing sent or logged
+        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        url = bare.rstrip("/") + RERANK_PATH
+        with build_probe_client(timeout) as http, http.stream("GET", url) as response:
+            return TEST_ENDPOINT_HEADER in response.headers
     except httpx.HTTPError:
         return False
-    return TEST_ENDPOINT_HEADER in response.headers
+    finally:
+        end(token)
 
 
 def test_endpoint_line(base_url: str, model: str) -> str:

@@ -77,7 +77,12 @@ def _describe(char: str) -> tuple[str, str]:
             "encoding='utf-8-sig', or save it without one",
         )
     category = unicodedata.category(char)
-    if category in ("Cc", "Cs"):
+    if category == "Cs":  # a byte that was not UTF-8, as Python decodes file names and env
+        return (
+            "a byte that is not UTF-8 text",
+            "the file or variable was saved in another encoding (or holds a stray byte): fix it",
+        )
+    if category == "Cc":
         return f"a control character ({code})", "delete it from the file or variable"
     if category in ("Cf", "Zs", "Zl", "Zp"):
         name = unicodedata.name(char, "")

@@ -242,6 +242,8 @@ class RerankFields(BaseModel):
         would apply it: call options (``top_n``, ``deadline``, ...) from the next call on,
         the others through a new client. A bad value raises and changes nothing. Any other
         attribute (a framework's own field, such as ``callback_manager``) is set as usual."""
+        if name != self._KEY_FIELD and name == type(self).model_fields[self._KEY_FIELD].alias:
+            name = self._KEY_FIELD  # LangChain's key is also taken as `api_key`
         private = getattr(self, "__pydantic_private__", None)
         if (
             private

@@ -10,7 +10,9 @@ What a failover endpoint takes from where:
 
 - **its own configuration**: key, ``base_url``, ``model``, ``timeout``, ``max_retries``,
   ``circuit_breaker``, ``transport``, batch size and concurrency, long-document policy and
-  token budget (they belong to its model), and its ``cache``;
+  token budget (they belong to its model), its ``cache``, and its ``deadline`` (its part
+  of the call ends within it, counted from its turn, and within what is left of the
+  primary's);
 - **the call**: query, documents, ``top_n``, ``rank_fields``, ``score_threshold``, and the
   primary's ``dedupe`` (it shapes the answer the caller gets back);
 - not used: its own ``on_error`` and ``failover`` (the chain is the primary's, one level).
@@ -116,6 +118,33 @@ def _answered(results: RerankResults, client: RerankClient) -> RerankResults:
     return results
 
 
+def _budget(
+    client: RerankClient, deadline: Deadline | None, sent: bool
+) -> tuple[Deadline | None, bool]:
+    """The deadline the failover ``client`` is tried under, and whether its breaker is
+    charged when that runs out: the call's ``deadline``, or the client's own ``deadline``
+    (from now) when that ends sooner (then it had its whole own deadline: charged)."""
+    own = Deadline.start(client.deadline)
+    if own is not None and (deadline is None or own.expires_at <= deadline.expires_at):
+        return own, True
+    return deadline, _fair_share(sent, deadline)
+
+
+def _fair_share(sent: bool, deadline: Deadline | None) -> bool:
+    """Whether the next failover endpoint is charged (by its breaker) for the call's
+    deadline running out while it is tried: when no endpoint before it sent anything (it
+    has the whole deadline), or when it still has at least half of the deadline (the
+    endpoints before it failed fast). A failover endpoint left less than half, behind an
+    endpoint that used the rest (a hanging primary whose ``timeout`` is half the deadline,
+    as docs/production.md recommends), is not charged for being cut short; one given most
+    of the deadline that still did not answer is (else a hanging failover whose
+    ``timeout`` exceeds the deadline, behind a primary failing fast, would never open its
+    breaker, and every call would wait the deadline out on it)."""
+    if not sent or deadline is None:
+        return True
+    return deadline.remaining() >= deadline.seconds / 2
+
+
 def failover(
     primary: RerankClient, plan: CallPlan, error: RerankError, deadline: Deadline | None = None
 ) -> RerankResults:
@@ -132,8 +161,9 @@ def failover(
         if own is None:
             continue
         _moving_on(source, client, error)
+        budget, charged = _budget(client, deadline, sent)
         try:
-            results = client._attempt(own, deadline, whole_deadline=not sent)
+            results = client._attempt(own, budget, whole_deadline=charged)
             return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):  # this endpoint's configuration is wrong: say so
@@ -154,8 +184,9 @@ async def afailover(
         if own is None:
             continue
         _moving_on(source, client, error)
+        budget, charged = _budget(client, deadline, sent)
         try:
-            results = await client._aattempt(own, deadline, whole_deadline=not sent)
+            results = await client._aattempt(own, budget, whole_deadline=charged)
             return _answered(results, client)
         except RerankError as exc:
             if needs_fix(exc):

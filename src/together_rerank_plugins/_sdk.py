@@ -196,7 +196,9 @@ class SDKClients:
         self.close()
 
     # -- one request ---------------------------------------------------------------------
-    def error(self, exc: BaseException, *, rank_fields: bool = False) -> RerankError:
+    def error(
+        self, exc: BaseException, *, rank_fields: bool = False, not_retried: str | None = None
+    ) -> RerankError:
         return translate_sdk_error(
             exc,
             model=self.settings.model,
@@ -204,6 +206,7 @@ class SDKClients:
             secret=self.secrets,
             rank_fields=rank_fields,
             max_retries=self.settings.max_retries,
+            not_retried=not_retried,
         )
 
     def deadline_error(self, deadline: Deadline, *, cut_short: bool = True) -> RerankTimeoutError:
@@ -255,15 +258,7 @@ class SDKClients:
             f"and not retried: the next attempt was due{due}, past what is left of the "
             f"call's deadline ({deadline.seconds:g} s, `deadline`)"
         )
-        return translate_sdk_error(
-            status_error,
-            model=self.settings.model,
-            base_url=self.settings.shown_base_url,
-            secret=self.secrets,
-            rank_fields=rank_fields,
-            max_retries=self.settings.max_retries,
-            not_retried=note,
-        )
+        return self.error(status_error, rank_fields=rank_fields, not_retried=note)
 
     @staticmethod
     def decode(raw: bytes) -> Any:

@@ -53,6 +53,7 @@ from ._errors import REFUSED_REDIRECT_HEADER
 __all__ = [
     "begin",
     "build_async_http_client",
+    "build_probe_client",
     "build_sync_http_client",
     "cap_retry_sleep",
     "cut_short",
@@ -236,6 +237,78 @@ class _Stream(httpcore.NetworkStream):
                 os.close(sock.detach())
 
 
+#: resolver threads that may wait at once (lookups of distinct hosts); calls for a host
+#: whose lookup is already in flight share it
+MAX_LOOKUPS = 8
+
+
+class _Lookup:
+    """One ``getaddrinfo`` in flight, in its own daemon thread; every call resolving the
+    same host and port waits for it rather than starting another."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+
+
+_LOOKUPS_LOCK = threading.Lock()
+_LOOKUPS: dict[tuple[str, int], _Lookup] = {}
+_LOOKUP_SLOTS = threading.BoundedSemaphore(MAX_LOOKUPS)
+
+
+def _forget_lookups() -> None:
+    """In a forked child: the parent's resolver threads do not exist here."""
+    global _LOOKUPS_LOCK, _LOOKUP_SLOTS
+    _LOOKUPS_LOCK = threading.Lock()
+    _LOOKUP_SLOTS = threading.BoundedSemaphore(MAX_LOOKUPS)
+    _LOOKUPS.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_lookups)
+
+
+def _lookup_of(host: str, port: int, expires_at: float) -> _Lookup | None:
+    """The lookup in flight for ``host``/``port``, started if there is none and a slot
+    frees up before ``expires_at``; None when none does."""
+    key = (host, port)
+    while True:
+        with _LOOKUPS_LOCK:
+            lookup = _LOOKUPS.get(key)
+            if lookup is not None:
+                return lookup
+            if _LOOKUP_SLOTS.acquire(blocking=False):
+                lookup = _LOOKUPS[key] = _Lookup()
+                slots = _LOOKUP_SLOTS
+                break
+        left = expires_at - time.monotonic()
+        if left <= 0 or not _LOOKUP_SLOTS.acquire(timeout=left):
+            return None
+        _LOOKUP_SLOTS.release()  # one freed: take it under the lock (or join a new lookup)
+
+    def run() -> None:
+        try:
+            lookup.result = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as exc:
+            lookup.result = exc
+        finally:
+            with _LOOKUPS_LOCK:
+                if _LOOKUPS.get(key) is lookup:
+                    del _LOOKUPS[key]
+            slots.release()
+            lookup.done.set()
+
+    try:
+        threading.Thread(target=run, name="together-rerank-resolve", daemon=True).start()
+    except RuntimeError as exc:  # no thread to be had: this attempt fails, the next retries
+        with _LOOKUPS_LOCK:
+            if _LOOKUPS.get(key) is lookup:
+                del _LOOKUPS[key]
+        slots.release()
+        raise httpcore.ConnectError(f"could not start a lookup of {host!r}: {exc}") from exc
+    return lookup
+
+
 def _resolve(host: str, port: int, budget: float | None) -> list[str]:
     """The addresses of ``host``, looked up within ``budget`` seconds.
 
@@ -243,7 +316,10 @@ def _resolve(host: str, port: int, budget: float | None) -> list[str]:
     long as it likes, past any ``timeout`` or deadline), so with a budget the lookup runs
     in a daemon thread and we stop waiting for it when the budget is spent: the attempt
     fails with a connect timeout, and the lookup finishes (or not) on its own, holding
-    nothing of ours. An IP address, or no budget at all, needs no thread."""
+    nothing of ours. Calls for the same host share the lookup in flight, and at most
+    :data:`MAX_LOOKUPS` run at once (a call waits for a free one within its budget), so a
+    hung resolver under a flood of calls holds a few threads, not one per call. An IP
+    address, or no budget at all, needs no thread."""
     try:
         ipaddress.ip_address(host.strip("[]"))
         return [host]
@@ -251,23 +327,14 @@ def _resolve(host: str, port: int, budget: float | None) -> list[str]:
         pass
     if budget is None:
         return [host]  # no bound asked for: the inner backend resolves as usual
-    found: list[Any] = []
-    done = threading.Event()
-
-    def lookup() -> None:
-        try:
-            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except Exception as exc:
-            found.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=lookup, name="together-rerank-resolve", daemon=True).start()
-    if not done.wait(budget):
+    expires_at = time.monotonic() + budget
+    lookup = _lookup_of(host, port, expires_at)
+    if lookup is None or not lookup.done.wait(max(expires_at - time.monotonic(), 0.0)):
         raise httpcore.ConnectTimeout(f"resolving {host!r} took longer than the attempt's time")
-    if isinstance(found[0], Exception):
-        raise httpcore.ConnectError(str(found[0])) from found[0]
-    return list(dict.fromkeys(str(info[4][0]) for info in found[0]))
+    found = lookup.result
+    if isinstance(found, Exception):
+        raise httpcore.ConnectError(str(found)) from found
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 class _Backend(httpcore.NetworkBackend):
@@ -412,6 +479,21 @@ def build_sync_http_client(
         transport=transport,
         event_hooks={"request": [_start_attempt], "response": [on_response]},
         **_client_kwargs(timeout),
+    )
+    _install_backend(client)
+    return client
+
+
+def build_probe_client(timeout: float) -> httpx.Client:
+    """A plain client (no proxy from the environment, no redirects followed) for one
+    request outside a rerank call, under the same attempt bound: between :func:`begin` and
+    :func:`end`, a request ends within ``timeout`` whatever the server does (a server
+    trickling its headers resets httpx's per-read timeout forever)."""
+    client = httpx.Client(
+        timeout=timeout,
+        trust_env=False,
+        follow_redirects=False,
+        event_hooks={"request": [_start_attempt]},
     )
     _install_backend(client)
     return client

@@ -33,6 +33,7 @@ from ._console import (
     is_test_endpoint,
     offline_client_options,
     positive_int,
+    probe_timeout,
     run_console,
     test_endpoint_line,
 )
@@ -203,7 +204,8 @@ def _mode(offline: bool) -> tuple[str, dict[str, Any]]:
     """The first output line and the rerankers' configuration."""
     if not offline and os.environ.get("TOGETHER_API_KEY", "").strip():
         with RerankClient() as client:  # resolves and validates the env configuration
-            if is_test_endpoint(client._sdk.settings.base_url):
+            bound = probe_timeout(client.timeout, client.deadline)
+            if is_test_endpoint(client._sdk.settings.base_url, timeout=bound):
                 header = test_endpoint_line(client.base_url, client.model)
             else:
                 header = f"mode: live — Together endpoint {client.base_url}, model {client.model}"

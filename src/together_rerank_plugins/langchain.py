@@ -57,8 +57,14 @@ class _LangChainFields(RerankFields):
     and LangChain's partner-package conventions: unknown fields are refused."""
 
     # defer_build: the validators are built on first construction, not at import
+    # hide_input_in_errors: a ValidationError (model_validate of a bad configuration) would
+    # quote the input, the key among it
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, arbitrary_types_allowed=True, defer_build=True
+        extra="forbid",
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        defer_build=True,
+        hide_input_in_errors=True,
     )
 
     together_api_key: SecretStr | None = Field(

@@ -90,8 +90,11 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
         ['Paris is the capital of France']
     """
 
-    # defer_build: the validators are built on first construction, not at import
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
+    # defer_build: the validators are built on first construction, not at import;
+    # hide_input_in_errors: see the LangChain adapter (the key is in the input)
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, defer_build=True, hide_input_in_errors=True
+    )
 
     api_key: SecretStr | None = Field(
         default=None,
@@ -103,6 +106,13 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
     )
 
     _REPR_EXTRA = ("metadata_mode",)
+
+    def __init__(self, /, **data: Any) -> None:
+        # LlamaIndex's model_dump() adds "class_name"; model_validate() of that dump (and
+        # from_dict, which drops it itself) must work, another component's must not
+        if data.get("class_name") == self.class_name():
+            del data["class_name"]
+        super().__init__(**data)
 
     @classmethod
     def class_name(cls) -> str:

@@ -27,6 +27,7 @@ from .._console import (
     is_test_endpoint,
     offline_client_options,
     positive_int,
+    probe_timeout,
     test_endpoint_line,
     whole_number,
 )
@@ -262,7 +263,8 @@ def make_client(
     elif not os.environ.get(ENV_API_KEY, "").strip():
         raise UsageError(NO_KEY_MESSAGE)
     client = RerankClient(model=args.model, api_key=args.api_key, base_url=args.base_url, **kwargs)
-    if is_test_endpoint(client._sdk.settings.base_url):
+    bound = probe_timeout(client.timeout, client.deadline)
+    if is_test_endpoint(client._sdk.settings.base_url, timeout=bound):
         header = test_endpoint_line(client.base_url, client.model)
         return client, Mode(False, header, client.model, client.base_url, test_endpoint=True)
     header = f"mode: live — endpoint {client.base_url}, model {client.model}"
