@@ -119,3 +119,27 @@ def test_only_loopback_hosts_are_asked() -> None:
     # a remote host is never probed (this would fail under --block-network otherwise)
     assert not is_test_endpoint("https://api.together.ai")
     assert not is_test_endpoint("http://10.0.0.5:8000")
+
+
+def test_a_client_hanging_up_mid_answer_prints_no_server_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A client that resets the connection before its answer is written (the test-endpoint
+    # check reads only the headers; a call cancelled by its deadline) made the loopback
+    # server print socketserver's "Exception occurred during processing of request" with a
+    # traceback into the user's stderr: the CLI's and demo's one-line errors got 20 lines.
+    def hung_up(request: httpx.Request) -> httpx.Response:
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    with serve_loopback(hung_up) as url, pytest.raises(httpx.HTTPError):
+        httpx.post(url + "/v1/rerank", json={}, timeout=5)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_real_server_error_is_still_printed(capfd: pytest.CaptureFixture[str]) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in the test double")
+
+    with serve_loopback(broken) as url, pytest.raises(httpx.HTTPError):
+        httpx.post(url + "/v1/rerank", json={}, timeout=5)
+    assert "a bug in the test double" in capfd.readouterr().err

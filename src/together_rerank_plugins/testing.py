@@ -293,6 +293,18 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
+class _LoopbackServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up before its answer is written (a probe that reads only the
+        # headers, a call cancelled by its deadline) is no server error: say nothing. Any
+        # other error is printed as socketserver does.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def serve_loopback(
     endpoint: Callable[[httpx.Request], httpx.Response] | LexicalRerankEndpoint | None = None,
@@ -306,8 +318,7 @@ def serve_loopback(
     target = endpoint if endpoint is not None else LexicalRerankEndpoint()
     handler_fn = target.handle if isinstance(target, LexicalRerankEndpoint) else target
     handler = type("Handler", (_Handler,), {"endpoint": staticmethod(handler_fn)})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
+    server = _LoopbackServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, name="rerank-loopback", daemon=True)
     thread.start()
     try:
