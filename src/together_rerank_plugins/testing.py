@@ -319,7 +319,11 @@ def serve_loopback(
     handler_fn = target.handle if isinstance(target, LexicalRerankEndpoint) else target
     handler = type("Handler", (_Handler,), {"endpoint": staticmethod(handler_fn)})
     server = _LoopbackServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, name="rerank-loopback", daemon=True)
+    # serve_forever's default poll interval (0.5 s) is how long shutdown() can wait for the
+    # loop to notice: 50 ms lets a test that starts a server per case exit without the wait.
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.05,), name="rerank-loopback", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
