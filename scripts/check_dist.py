@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -115,10 +117,45 @@ def build(outdir: Path) -> None:
     print(f"check_dist: built {sdist.name} and {wheel.name}; LICENSE in both")
 
 
+def uv() -> str | None:
+    """uv, when INSTALLER says so or (INSTALLER unset) it is on PATH, as scripts/_venv.sh."""
+    choice = os.environ.get("INSTALLER", "")
+    if choice not in ("", "pip", "uv"):
+        fail(f"INSTALLER={choice}: use pip or uv")
+    found = shutil.which("uv")
+    if choice == "uv" and found is None:
+        fail("INSTALLER=uv, but there is no uv on PATH (pip install uv, or INSTALLER=pip)")
+    return None if choice == "pip" else found
+
+
 def venv(where: Path, python: str, log: TextIO | None = None) -> Path:
-    sh(python, "-m", "venv", where, log=log)
-    sh(where / "bin" / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip", log=log)
+    if uv():
+        sh(python, "-m", "venv", "--without-pip", where, log=log)
+    else:
+        sh(python, "-m", "venv", where, log=log)
+        sh(where / "bin" / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip", log=log)
     return where / "bin" / "python"
+
+
+def pip_install(py: Path, *args: str, cwd: Path | None = None, log: TextIO | None = None) -> None:
+    """``pip install ARGS`` into the venv of ``py``: with uv when there is one (bytecode
+    compiled, as pip does by default), else with the venv's pip."""
+    found = uv()
+    if found:
+        sh(
+            found,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            py,
+            "--compile-bytecode",
+            *args,
+            cwd=cwd,
+            log=log,
+        )
+    else:
+        sh(py, "-m", "pip", "install", "--quiet", *args, cwd=cwd, log=log)
 
 
 def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
@@ -129,7 +166,7 @@ def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
             tf.extractall(tmp, filter="data")
         src = Path(tmp) / sdist.name.removesuffix(".tar.gz")
         py = venv(Path(tmp) / "venv", python)
-        sh(py, "-m", "pip", "install", "--quiet", ".[test]", cwd=src)
+        pip_install(py, ".[test]", cwd=src)
         # the whole suite must collect (the "import file mismatch" of issue 12 was a
         # collection error); then run what the arguments name (all of it by default)
         sh(py, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", cwd=src)
@@ -182,8 +219,7 @@ def _extras_group(
     try:
         py = venv(where, sys.executable, report)
         spec = f"{wheel}[{','.join(sorted(extra))}]" if extra else str(wheel)
-        # --no-compile: a throwaway venv compiles only what its examples import, when they do
-        sh(py, "-m", "pip", "install", "--quiet", "--no-compile", spec, *others, log=report)
+        pip_install(py, spec, *others, log=report)
     except subprocess.CalledProcessError as exc:
         return report.getvalue(), [f"{label}: {exc}"]
     took = time.perf_counter() - started

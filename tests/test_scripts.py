@@ -39,6 +39,53 @@ def fake_python(path: Path, version: str, implementation: str = "cpython") -> Pa
     return path
 
 
+def fake_uv(bindir: Path) -> Path:
+    """A `uv` on PATH that fails if it is ever run (the dry runs only name it)."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    uv = bindir / "uv"
+    uv.write_text("#!/bin/sh\necho 'fake uv was run' >&2; exit 3\n", encoding="utf-8")
+    uv.chmod(0o755)
+    return uv
+
+
+@pytest.mark.parametrize(
+    ("installer", "uv_on_path", "chosen"),
+    [(None, True, "uv"), (None, False, "pip"), ("pip", True, "pip"), ("uv", True, "uv")],
+)
+def test_the_installer_is_uv_when_on_path_unless_told(
+    installer: str | None, uv_on_path: bool, chosen: str, tmp_path: Path
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    if uv_on_path:
+        fake_uv(bindir)
+    # PATH without any other uv: this directory, then the directories of python and bash
+    path = os.pathsep.join([str(bindir), str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    env = {"PATH": path, "PYTHON": sys.executable, "VENV": str(tmp_path / "venv")}
+    if installer:
+        env["INSTALLER"] = installer
+    rc, out = run("test.sh", **env)
+    assert rc == 0, out
+    dry = [line for line in out.splitlines() if "dry run:" in line and " install " in line]
+    assert dry, out
+    assert all(("uv pip install" in line) == (chosen == "uv") for line in dry), out
+
+
+def test_an_installer_that_cannot_be_used_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    for installer, said in [("uv", "no uv on PATH"), ("conda", "use pip or uv")]:
+        rc, out = run(
+            "test.sh",
+            PATH=path,
+            PYTHON=sys.executable,
+            VENV=str(tmp_path / "venv"),
+            INSTALLER=installer,
+        )
+        assert rc == 2, out
+        assert said in out, out
+        assert "running the tests" not in out
+
+
 def fake_venv(where: Path, version: str) -> Path:
     fake_python(where / "bin" / "python", version)
     (where / "marker").write_text("made earlier", encoding="utf-8")
@@ -46,7 +93,7 @@ def fake_venv(where: Path, version: str) -> Path:
 
 
 def run(script: str, *args: str, path_first: Path | None = None, **env: str) -> tuple[int, str]:
-    full = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV")}
+    full = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "INSTALLER")}
     full["SCRIPTS_DRY_RUN"] = "1"
     if path_first is not None:
         full["PATH"] = f"{path_first}{os.pathsep}{full['PATH']}"
@@ -149,6 +196,7 @@ def test_without_python_a_supported_venv_is_kept_and_named(tmp_path: Path) -> No
     assert (venv / "marker").exists()
 
 
+@pytest.mark.parametrize("installer", ["pip", "uv"])
 @pytest.mark.parametrize(
     ("script", "extra", "last"),
     [
@@ -157,17 +205,30 @@ def test_without_python_a_supported_venv_is_kept_and_named(tmp_path: Path) -> No
     ],
 )
 def test_each_phase_is_announced_in_order(
-    script: str, extra: str, last: str, tmp_path: Path
+    script: str, extra: str, last: str, installer: str, tmp_path: Path
 ) -> None:
     venv = tmp_path / "venv"
-    rc, out = run(script, "--some-arg", PYTHON=sys.executable, VENV=str(venv))
+    bindir = tmp_path / "bin"
+    fake_uv(bindir)  # INSTALLER=uv needs a uv on PATH; the dry run does not call it
+    rc, out = run(
+        script,
+        "--some-arg",
+        path_first=bindir,
+        PYTHON=sys.executable,
+        VENV=str(venv),
+        INSTALLER=installer,
+    )
     assert rc == 0, out
     lines = [line for line in out.splitlines() if line.startswith(f"{script}: ")]
+    install = {
+        "pip": f"{venv}/bin/python -m pip install --quiet -e {extra}",
+        "uv": f"uv pip install --quiet --python {venv}/bin/python --compile-bytecode -e {extra}",
+    }[installer]
     phases = [
         f"{script}: creating {venv} with Python {HERE} ({sys.executable})",
         f"{script}: Python {HERE} ({sys.executable}), venv {venv}",
         f"{script}: installing ",
-        f"{script}: dry run: {venv}/bin/python -m pip install --quiet -e {extra}",
+        f"{script}: dry run: {install}",
         f"{script}: {last}: {venv}/bin/python -m ",
     ]
     at = 0
