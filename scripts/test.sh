@@ -14,4 +14,12 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 prepare_venv
 install ".[test]" "the package and its test dependencies"
+# Bytecode cached as Python does by default, even where PYTHONDONTWRITEBYTECODE is set: the
+# suite runs thousands of imports of this package in fresh processes (docs examples, the CLI)
+# and every worker rewrites every test module's asserts; without the cache each one compiles
+# them again (about a fifth of the suite's time). The __pycache__ folders are git-ignored.
+if [ -n "${PYTHONDONTWRITEBYTECODE:-}" ]; then
+  say "PYTHONDONTWRITEBYTECODE is set: unset for the tests, so bytecode is cached"
+  unset PYTHONDONTWRITEBYTECODE
+fi
 run_in_venv "running the tests" -m pytest -n auto --dist worksteal "$@"

@@ -7,6 +7,8 @@ The conventions are written at the top of tests/test_docs.py and in docs/testing
 
 from __future__ import annotations
 
+import ast
+import atexit
 import contextlib
 import os
 import queue
@@ -17,6 +19,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.warm_python import WarmPython
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -174,12 +178,76 @@ def served(command: str, python: str, *, timeout: float = 60.0) -> Iterator[dict
         stdout.close()
 
 
+# The slow imports an example may make (about 2 s for llama_index.core, 1 s for
+# langchain_classic, 0.5 s for the SDK), and what the warm parent imports for each. Imports of
+# ``a.b.c`` import ``a.b`` first, so the parent holds nothing the example would not import.
+# Two more are imported at run time by what the example does: LlamaIndex's LLM resolution
+# (``Settings.llm = ...``, query engines) imports LangChain's language models when LangChain is
+# installed (1 s), and this package's first call imports the SDK and its resources (0.9 s).
+_SLOW = {"llama_index", "langchain_classic"}
+_ALSO = {"llama_index.core": ("langchain_core.language_models.base",)}
+_SDK = ("together", "together.resources")
+
+
+def preloads(example: Example) -> tuple[str, ...]:
+    """The modules a warm parent may import before forking ``example``: the first two parts
+    of each slow module it imports, and what those load at run time (above): the SDK when it
+    imports this package, which imports the SDK on its first call."""
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(example.program)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top in _SLOW:
+                module = ".".join(name.split(".")[:2])
+                modules |= {module, *_ALSO.get(module, ())}
+            elif top == "together_rerank_plugins":
+                modules.update(_SDK)
+    return tuple(sorted(modules))
+
+
+_warm: dict[tuple[str, tuple[str, ...]], WarmPython] = {}
+_warm_lock = threading.Lock()
+
+
+def _warm_python(python: str, modules: tuple[str, ...]) -> WarmPython | None:
+    """One warm parent per (python, modules), started on first use, closed at exit; None
+    where there is no ``os.fork`` (the example then runs in a plain fresh interpreter)."""
+    if not modules or not hasattr(os, "fork") or os.environ.get("DOCS_EXAMPLES_COLD"):
+        return None
+    with _warm_lock:
+        key = (python, modules)
+        if key not in _warm:
+            if not _warm:
+                atexit.register(_close_warm)
+            _warm[key] = WarmPython(python, modules, reader_env())
+        return _warm[key]
+
+
+def _close_warm() -> None:
+    with _warm_lock:
+        for warm in _warm.values():
+            warm.close()
+        _warm.clear()
+
+
 def run(
     example: Example, python: str, workdir: Path, env: dict[str, str], *, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
-    """Run the example's program in a fresh interpreter, in ``workdir``."""
+    """Run the example's program as ``python script.py`` would, in ``workdir``: in a process
+    of its own, forked from a warm parent that has imported the slow modules the example
+    imports itself (tests/warm_python.py); ``DOCS_EXAMPLES_COLD=1`` starts each one from a
+    fresh interpreter instead."""
     script = workdir / f"{example.page.stem}_line{example.line}.py"
     script.write_text(example.program, encoding="utf-8")
+    warm = _warm_python(python, preloads(example))
+    if warm is not None:
+        return warm.run([script.name], cwd=workdir, env=env, timeout=timeout)
     return subprocess.run(
         [python, script.name],
         cwd=workdir,

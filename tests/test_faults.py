@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
 import os
 import random
@@ -748,7 +749,7 @@ def test_each_fault_alone_gets_its_typed_error(
             timeline = fault_server.timeline_for(query)
             gaps = [
                 later.received - earlier.answered
-                for earlier, later in zip(timeline, timeline[1:])
+                for earlier, later in itertools.pairwise(timeline)
                 if earlier.answered is not None
             ]
             if not gaps or max(gaps) >= 0.75:
