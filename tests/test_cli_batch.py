@@ -397,6 +397,16 @@ def test_refused_key_stops_the_run_on_one_line(
 
 
 # -- real processes: resume after SIGKILL, Ctrl-C --------------------------------------------
+def with_ctrl_c(cmd: list[str]) -> list[str]:
+    """``cmd`` with SIGINT's default action, as from a terminal. A process started in the
+    background by a non-interactive shell (``bash script &``, nohup, some CI runners) inherits
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler: Ctrl-C could not be
+    tested. exec keeps a default action, so set it and exec the command."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    reset += "os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *cmd]
+
+
 def _command(in_path: Path, out_path: Path, url: str) -> list[str]:
     return [
         sys.executable,
@@ -481,7 +491,7 @@ def test_ctrl_c_exits_cleanly_with_a_resume_hint(files: tuple[Path, Path, Path])
         cmd = _command(in_path, out_path, url)
         env = cli_env(TOGETHER_API_KEY="dummy")
         proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            with_ctrl_c(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
             wait_for_lines(out_path, 5, proc, deadline_s=30)

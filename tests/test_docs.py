@@ -2,7 +2,10 @@
 
 The conventions (also in docs/testing.md, for whoever writes docs):
 
-- Each ```python block runs alone, in a fresh interpreter, in an empty directory, with the
+- Each ```python block runs alone, in a process of its own (forked from a parent that has
+  imported the slow modules the block imports or its calls load, and nothing else:
+  tests/warm_python.py; ``DOCS_EXAMPLES_COLD=1`` for a fresh interpreter), in an empty
+  directory, with the
   reader's environment: nothing of TOGETHER_*, LANGSMITH_*, LANGCHAIN_*, OPENAI_* and no
   hidden set-up code. So a block imports what it uses and configures what it needs (for
   LlamaIndex indexes: ``Settings.llm = MockLLM()`` / ``Settings.embed_model = ...`` shown).
