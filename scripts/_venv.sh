@@ -91,21 +91,27 @@ _installer() {
   esac
 }
 
-# install SPEC WHAT: install SPEC (editable) into the venv with pip or uv, timed
+# install SPEC WHAT [lazy]: install SPEC (editable) into the venv with pip or uv, timed.
+# Bytecode is compiled at install time (pip's default), so the venv starts fast even where
+# PYTHONDONTWRITEBYTECODE is set; with "lazy", it is left to Python to write on first import,
+# for a caller that runs with bytecode writing on (scripts/test.sh): the suite imports a part
+# of what it installs, and compiling all of it took longer than the install itself.
 install() {
-  local spec=$1 what=$2 t0 tool cmd
+  local spec=$1 what=$2 lazy=${3:-} t0 tool cmd
   t0=$(date +%s)
   tool=$(_installer) || exit 2
   if [ "$tool" = uv ]; then
     command -v uv >/dev/null 2>&1 || die "INSTALLER=uv, but there is no uv on PATH" \
       "(pip install uv, or INSTALLER=pip)"
-    # --compile-bytecode: what pip does; without it (and with PYTHONDONTWRITEBYTECODE set)
-    # every process would compile its imports again
-    cmd=(uv pip install --quiet --python "$VENV/bin/python" --compile-bytecode -e "$spec")
+    cmd=(uv pip install --quiet --python "$VENV/bin/python")
+    [ -n "$lazy" ] || cmd+=(--compile-bytecode)
+    cmd+=(-e "$spec")
     say "installing $what into $VENV (uv pip install -e \"$spec\"; seconds once uv's" \
       "cache holds the packages)..."
   else
-    cmd=("$VENV/bin/python" -m pip install --quiet -e "$spec")
+    cmd=("$VENV/bin/python" -m pip install --quiet)
+    [ -z "$lazy" ] || cmd+=(--no-compile)
+    cmd+=(-e "$spec")
     say "installing $what into $VENV (pip install -e \"$spec\"; about 1-2 minutes the" \
       "first time, seconds after; uv on PATH makes it faster)..."
   fi

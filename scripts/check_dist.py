@@ -138,24 +138,15 @@ def venv(where: Path, python: str, log: TextIO | None = None) -> Path:
 
 
 def pip_install(py: Path, *args: str, cwd: Path | None = None, log: TextIO | None = None) -> None:
-    """``pip install ARGS`` into the venv of ``py``: with uv when there is one (bytecode
-    compiled, as pip does by default), else with the venv's pip."""
+    """``pip install ARGS`` into the throwaway venv of ``py``: with uv when there is one,
+    else with the venv's pip. Bytecode is not compiled at install: each venv runs a few
+    processes that import a part of what it holds, and they write it on first import
+    (:func:`main` turns bytecode writing on), which costs less than compiling it all."""
     found = uv()
     if found:
-        sh(
-            found,
-            "pip",
-            "install",
-            "--quiet",
-            "--python",
-            py,
-            "--compile-bytecode",
-            *args,
-            cwd=cwd,
-            log=log,
-        )
+        sh(found, "pip", "install", "--quiet", "--python", py, *args, cwd=cwd, log=log)
     else:
-        sh(py, "-m", "pip", "install", "--quiet", *args, cwd=cwd, log=log)
+        sh(py, "-m", "pip", "install", "--quiet", "--no-compile", *args, cwd=cwd, log=log)
 
 
 def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
@@ -262,6 +253,8 @@ def main() -> None:
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--python", default=sys.executable, help="for sdist-tests")
     args, pytest_args = parser.parse_known_args()
+    # what these venvs' processes import is compiled once and reused (see pip_install)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if args.step == "build":
         build(args.outdir)
     elif args.step == "sdist-tests":
