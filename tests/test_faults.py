@@ -420,7 +420,8 @@ def client_attempts(timeline: list[Attempt], o: Outcome) -> list[str]:
     server reads it, or miss an answer written at the very end of `timeout`. The SDK numbers
     its attempts (``x-stainless-retry-count``): one the server never read counts as a
     ``hang`` (a timeout), as does a first attempt answered only at the end of `timeout`
-    and retried; a call that timed out also timed out on every attempt after the last seen.
+    and retried, or one whose retry came only after `timeout` (a client too busy to read the
+    answer in time); a call that timed out also timed out on every attempt after the last seen.
     """
     kinds = [a.kind for a in timeline]
     if not timeline or any(a.retry is None for a in timeline):
@@ -432,9 +433,17 @@ def client_attempts(timeline: list[Attempt], o: Outcome) -> list[str]:
     for k in range(len(kinds)):
         seen = by_retry.get(k)
         if k + 1 < len(kinds) and seen is not None and seen.kind not in RETRIED:
-            # an answer that must not be retried was, so it must have come too late
+            # an answer that must not be retried was, so it must have come too late: written
+            # at the end of `timeout`, or read too late by a client whose event loop was held
+            # past `timeout` (seen on a loaded machine: answered in 1 ms, retried 2.1 s later).
+            # The next attempt's arrival tells: after an expired attempt it waits `timeout`
+            # plus a backoff of at least 0.75 s x 2**k; after an answer read in time, only the
+            # backoff (at most 1 s x 2**k), so a wrong retry still shows unless the loop stalls
+            # for 0.75 s at that very moment.
             late = seen.answered is not None and seen.answered >= latest_start + LATE
-            kinds[k] = "hang" if late else seen.kind
+            after = by_retry.get(k + 1)
+            expired = after is not None and after.received - seen.received >= TIMEOUT + 0.75 * 2**k
+            kinds[k] = "hang" if late or expired else seen.kind
         latest_start += TIMEOUT + min(1.0 * 2**k, 10.0)
     if isinstance(o.error, trp.RerankTimeoutError) and len(kinds) < MAX_RETRIES + 1:
         kinds += ["hang"] * (MAX_RETRIES + 1 - len(kinds))
@@ -991,3 +1000,24 @@ def test_shared_pool_under_concurrency_clones_closed_in_with_blocks_cut_no_call(
     )
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:10])
     assert not leaks(baseline), leaks(baseline)
+
+
+@pytest.mark.parametrize(
+    ("retry_at", "expected"),
+    [
+        # the loaded-machine case seen in CI: answered in 1 ms, retried 2.1 s later (the attempt
+        # expired before the client read it): a timeout, retried as it must be
+        (2.35, (OK, None)),
+        # a wrong retry of a malformed answer read in time: the backoff alone (<= 1 s) after it
+        (1.2, (None, "retried after an answer that must not be retried")),
+    ],
+)
+def test_the_judge_tells_an_attempt_the_client_missed_from_a_wrong_retry(
+    retry_at: float, expected: tuple[Any, str | None]
+) -> None:
+    timeline = [
+        Attempt("deep_nesting", received=0.24, answered=0.241, retry=0),
+        Attempt(OK, received=retry_at, answered=retry_at + 0.001, retry=1),
+    ]
+    outcome = Outcome(CallSpec("", 0, "q", ("a",), None), started=0.2)
+    assert predict(client_attempts(timeline, outcome)) == expected
