@@ -93,7 +93,8 @@ def fake_venv(where: Path, version: str) -> Path:
 
 
 def run(script: str, *args: str, path_first: Path | None = None, **env: str) -> tuple[int, str]:
-    full = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VENV", "INSTALLER")}
+    dropped = ("PYTHON", "VENV", "INSTALLER", "PYTEST_XDIST_AUTO_NUM_WORKERS")
+    full = {k: v for k, v in os.environ.items() if k not in dropped}
     full["SCRIPTS_DRY_RUN"] = "1"
     if path_first is not None:
         full["PATH"] = f"{path_first}{os.pathsep}{full['PATH']}"
