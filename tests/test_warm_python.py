@@ -116,3 +116,26 @@ def test_a_script_that_runs_too_long_is_killed_and_reported(
     # and the parent serves the next script
     after = warm.run([script(tmp_path, "print('next')")], cwd=tmp_path, env={}, timeout=60)
     assert (after.returncode, after.stdout) == (0, "next\n")
+
+
+def test_the_parents_heap_is_frozen_and_the_scripts_own_garbage_is_still_collected(
+    warm: WarmPython, tmp_path: Path
+) -> None:
+    """The parent freezes what its imports made (gc.freeze, as the gc docs advise before fork:
+    a child's collections would otherwise copy every page of the parent's heap); a script's
+    own cycles are collected as in a fresh interpreter."""
+    body = """
+        import gc, weakref
+        class Node: pass
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        alive = weakref.ref(a)
+        del a, b
+        gc.collect()
+        print("cycle collected", alive() is None)
+        print("frozen", gc.get_freeze_count() > 0)
+        """
+    hot, cold = both(warm, tmp_path, body)
+    assert hot.returncode == cold.returncode == 0
+    assert hot.stdout == "cycle collected True\nfrozen True\n"
+    assert cold.stdout == "cycle collected True\nfrozen False\n"  # the one difference
