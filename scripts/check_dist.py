@@ -15,6 +15,7 @@ the first problem, with what was expected.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import shlex
@@ -217,21 +218,28 @@ def _extras_group(
     print(f"  {label:24} {'venv and install':36} ok ({took:.1f} s)", file=report)
     work = where / "work"
     work.mkdir()
-    for page in pages:
-        for example in examples(page):
-            if example.skip:
-                continue
-            started = time.perf_counter()
-            if example.serve:
-                with served(example.serve, str(py)) as exported:
-                    proc = run(example, str(py), work, reader_env(exported))
-            else:
-                proc = run(example, str(py), work, reader_env())
-            took = time.perf_counter() - started
-            status = "ok" if proc.returncode == 0 else "FAILED"
-            print(f"  {label:24} {example.name:36} {status} ({took:.1f} s)", file=report)
-            if proc.returncode:
-                failures.append(f"{example.name} with {label}:\n{proc.stderr[-2000:]}")
+    # each serve command started once, as a reader starts it once and runs the page's blocks
+    # (tests/test_docs.py does the same for the suite)
+    with contextlib.ExitStack() as servers:
+        started_serves: dict[str, dict[str, str]] = {}
+        for page in pages:
+            for example in examples(page):
+                if example.skip:
+                    continue
+                started = time.perf_counter()
+                exported: dict[str, str] = {}
+                if example.serve:
+                    if example.serve not in started_serves:
+                        started_serves[example.serve] = servers.enter_context(
+                            served(example.serve, str(py))
+                        )
+                    exported = started_serves[example.serve]
+                proc = run(example, str(py), work, reader_env(exported))
+                took = time.perf_counter() - started
+                status = "ok" if proc.returncode == 0 else "FAILED"
+                print(f"  {label:24} {example.name:36} {status} ({took:.1f} s)", file=report)
+                if proc.returncode:
+                    failures.append(f"{example.name} with {label}:\n{proc.stderr[-2000:]}")
     if extra & {"langchain", "llama-index", "all"} and not others:
         demo = subprocess.run(
             [where / "bin" / "together-rerank", "demo", "--offline", "--questions", "1"],

@@ -400,15 +400,6 @@ def _run_shell_block(text: str, heading: str, tmp_path: Path) -> subprocess.Comp
     return proc
 
 
-def test_docs_try_it_offline_block_runs(tmp_path: Path) -> None:
-    """The shell block under "Try it offline" in docs/cli.md runs as written."""
-    text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
-    proc = _run_shell_block(text, "## Try it offline", tmp_path)
-    assert proc.stdout.count("mode: offline — embedded lexical test endpoint") == 3
-    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
-    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     """The README's command-line block runs as written."""
     text = (Path(__file__).parent.parent / "README.md").read_text()
@@ -534,14 +525,24 @@ def test_docs_mode_lines_are_what_the_commands_print(
 
 
 def test_docs_cli_shell_blocks_run_in_order_as_written(tmp_path: Path) -> None:
-    """Every ```bash block of docs/cli.md but the install line, in order, in one folder."""
+    """Every ```bash block of docs/cli.md but the install line, in order, in one folder (the
+    "Try it offline" block among them, once: its files are checked here)."""
     text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
     blocks = [b.split("```", 1)[0] for b in text.split("```bash\n")[1:]]
     runnable = [b for b in blocks if not b.startswith("pip install")]
     assert len(runnable) == len(blocks) - 1
+    try_it = text.split("## Try it offline", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert try_it in runnable
     script = "## all\n```bash\n" + "".join(runnable) + "```\n"
     proc = _run_shell_block(script, "## all", tmp_path)
     assert "usage: together-rerank" in proc.stdout
+    # every offline command says so on its first line (on stderr with --json)
+    offline = sum(line.count(" --offline") for b in runnable for line in b.splitlines())
+    assert offline >= 3
+    said = (proc.stdout + proc.stderr).count("mode: offline — embedded lexical test endpoint")
+    assert said == offline
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"  # the "Try it offline" block
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
     assert (tmp_path / "sweep.svg").read_text().startswith("<?xml")
     assert (tmp_path / "sweep.pdf").read_bytes().startswith(b"%PDF")
     assert len((tmp_path / "top5.jsonl").read_text().splitlines()) == 2
