@@ -255,6 +255,32 @@ def test_each_phase_is_announced_in_order(
     assert f"Python {HERE} ({sys.executable}), venv {venv}" in again
 
 
+def test_a_new_venv_compiles_the_tests_imports_once_and_prepare_stops_there(
+    tmp_path: Path,
+) -> None:
+    """On a venv's first run, one process collects the suite before the workers start (so
+    they do not all compile the same modules); ``--prepare`` stops after it, running no test;
+    a venv marked as done is not collected twice."""
+    venv = tmp_path / "v"
+    rc, out = run("test.sh", "--prepare", PYTHON=sys.executable, VENV=str(venv))
+    assert rc == 0, out
+    first = f"test.sh: first run in {venv}: collecting the tests in one process"
+    collect = f"dry run: {venv}/bin/python -m pytest --collect-only -q -p no:xdist tests"
+    assert first in out
+    assert collect in out
+    assert f"test.sh: prepared {venv}" in out
+    assert "running the tests" not in out
+    rc, out = run("test.sh", "-q", PYTHON=sys.executable, VENV=str(venv))
+    assert rc == 0, out
+    assert out.index(first) < out.index("running the tests")
+    (venv / ".tests-compiled").touch()  # what a real first run leaves
+    rc, out = run("test.sh", "-q", PYTHON=sys.executable, VENV=str(venv))
+    assert rc == 0, out
+    assert "first run" not in out
+    assert "--collect-only" not in out
+    assert "running the tests" in out
+
+
 def test_tests_run_in_parallel_with_xdist_from_the_test_extra(tmp_path: Path) -> None:
     rc, out = run("test.sh", "-q", PYTHON=sys.executable, VENV=str(tmp_path / "v"))
     assert rc == 0, out

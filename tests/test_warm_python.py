@@ -133,9 +133,13 @@ def test_the_parents_heap_is_frozen_and_the_scripts_own_garbage_is_still_collect
         del a, b
         gc.collect()
         print("cycle collected", alive() is None)
-        print("frozen", gc.get_freeze_count() > 0)
+        print(gc.get_freeze_count())
         """
     hot, cold = both(warm, tmp_path, body)
     assert hot.returncode == cold.returncode == 0
-    assert hot.stdout == "cycle collected True\nfrozen True\n"
-    assert cold.stdout == "cycle collected True\nfrozen False\n"  # the one difference
+    (hot_said, hot_frozen), (cold_said, cold_frozen) = (
+        run.stdout.splitlines() for run in (hot, cold)
+    )
+    assert hot_said == cold_said == "cycle collected True"
+    # the one difference: more frozen objects (a fresh 3.12 has a few hundred of its own)
+    assert int(hot_frozen) > int(cold_frozen) + 1000
