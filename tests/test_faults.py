@@ -420,8 +420,9 @@ def client_attempts(timeline: list[Attempt], o: Outcome) -> list[str]:
     server reads it, or miss an answer written at the very end of `timeout`. The SDK numbers
     its attempts (``x-stainless-retry-count``): one the server never read counts as a
     ``hang`` (a timeout), as does a first attempt answered only at the end of `timeout`
-    and retried, or one whose retry came only after `timeout` (a client too busy to read the
-    answer in time); a call that timed out also timed out on every attempt after the last seen.
+    and retried, or one whose retry came late enough that the attempt may have expired
+    (a client too busy to read the answer in time); a call that timed out also timed out on
+    every attempt after the last seen.
     """
     kinds = [a.kind for a in timeline]
     if not timeline or any(a.retry is None for a in timeline):
@@ -430,21 +431,26 @@ def client_attempts(timeline: list[Attempt], o: Outcome) -> list[str]:
         by_retry = {a.retry: a for a in timeline if a.retry is not None}
         kinds = [by_retry[i].kind if i in by_retry else "hang" for i in range(max(by_retry) + 1)]
     latest_start = o.started  # of attempt k: no later than after k timeouts and backoffs
+    earliest_start = o.started  # of attempt k at the client: no earlier than k least backoffs
     for k in range(len(kinds)):
         seen = by_retry.get(k)
         if k + 1 < len(kinds) and seen is not None and seen.kind not in RETRIED:
             # an answer that must not be retried was, so it must have come too late: written
             # at the end of `timeout`, or read too late by a client whose event loop was held
             # past `timeout` (seen on a loaded machine: answered in 1 ms, retried 2.1 s later).
-            # The next attempt's arrival tells: after an expired attempt it waits `timeout`
-            # plus a backoff of at least 0.75 s x 2**k; after an answer read in time, only the
-            # backoff (at most 1 s x 2**k), so a wrong retry still shows unless the loop stalls
-            # for 0.75 s at that very moment.
+            # The next attempt's arrival tells: after an expired attempt it comes `timeout`
+            # plus a backoff of at least 0.75 s x 2**k after the attempt *left the client*,
+            # which may be well before the server read it (60 gathered calls: 0.35 s before);
+            # so only an arrival sooner than that after the earliest possible send is sure to
+            # be a wrong retry. After an answer read in time it comes after the backoff alone
+            # (at most 1 s x 2**k), so a wrong retry shows unless the answer itself took over
+            # 0.75 s (and from 0.9 s it is judged late anyway).
             late = seen.answered is not None and seen.answered >= latest_start + LATE
             after = by_retry.get(k + 1)
-            expired = after is not None and after.received - seen.received >= TIMEOUT + 0.75 * 2**k
+            expired = after is not None and after.received - earliest_start >= TIMEOUT + 0.75 * 2**k
             kinds[k] = "hang" if late or expired else seen.kind
         latest_start += TIMEOUT + min(1.0 * 2**k, 10.0)
+        earliest_start += 0.75 * 2**k
     if isinstance(o.error, trp.RerankTimeoutError) and len(kinds) < MAX_RETRIES + 1:
         kinds += ["hang"] * (MAX_RETRIES + 1 - len(kinds))
     return kinds
@@ -1003,21 +1009,25 @@ def test_shared_pool_under_concurrency_clones_closed_in_with_blocks_cut_no_call(
 
 
 @pytest.mark.parametrize(
-    ("retry_at", "expected"),
+    ("started", "received", "retry_at", "expected"),
     [
         # the loaded-machine case seen in CI: answered in 1 ms, retried 2.1 s later (the attempt
         # expired before the client read it): a timeout, retried as it must be
-        (2.35, (OK, None)),
+        (0.2, 0.24, 2.35, (OK, None)),
+        # seen in CI too: 60 gathered calls, the server read this attempt 0.35 s after the
+        # call began (its timeout ran from the client's send), retried 1.52 s after that read
+        (0.0, 0.35, 1.87, (OK, None)),
         # a wrong retry of a malformed answer read in time: the backoff alone (<= 1 s) after it
-        (1.2, (None, "retried after an answer that must not be retried")),
+        (0.2, 0.24, 1.2, (None, "retried after an answer that must not be retried")),
+        (0.0, 0.35, 1.3, (None, "retried after an answer that must not be retried")),
     ],
 )
 def test_the_judge_tells_an_attempt_the_client_missed_from_a_wrong_retry(
-    retry_at: float, expected: tuple[Any, str | None]
+    started: float, received: float, retry_at: float, expected: tuple[Any, str | None]
 ) -> None:
     timeline = [
-        Attempt("deep_nesting", received=0.24, answered=0.241, retry=0),
+        Attempt("deep_nesting", received=received, answered=received + 0.001, retry=0),
         Attempt(OK, received=retry_at, answered=retry_at + 0.001, retry=1),
     ]
-    outcome = Outcome(CallSpec("", 0, "q", ("a",), None), started=0.2)
+    outcome = Outcome(CallSpec("", 0, "q", ("a",), None), started=started)
     assert predict(client_attempts(timeline, outcome)) == expected
