@@ -184,7 +184,14 @@ def extras(outdir: Path, jobs: int = 2) -> None:
         groups.setdefault((frozenset(extra), tuple(sorted(others))), []).append(page)
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="docs-venvs-") as tmp:
-        ordered = sorted(groups.items(), key=lambda g: sorted(g[0][0]))
+        # the longest first (the most examples; a framework extra also runs the demo), so the
+        # last one to finish is a short one
+        def cost(group: tuple[tuple[frozenset[str], tuple[str, ...]], list[Path]]) -> int:
+            (extra, others), pages = group
+            runs = sum(1 for page in pages for e in examples(page) if not e.skip)
+            return runs + (5 if extra & {"langchain", "llama-index", "all"} and not others else 0)
+
+        ordered = sorted(groups.items(), key=cost, reverse=True)
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             done = [
                 pool.submit(_extras_group, Path(tmp), wheel, extra, others, pages)
