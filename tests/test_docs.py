@@ -28,6 +28,7 @@ The conventions (also in docs/testing.md, for whoever writes docs):
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def _closure(requirements: list[Requirement]) -> set[str]:
     return names
 
 
+@functools.cache  # every installed distribution's file list, read once per process
 def _providers() -> dict[str, list[str]]:
     """Top-level module -> distributions providing it. ``packages_distributions()`` of
     Python 3.10 reads only ``top_level.txt``, which wheels built without setuptools lack;
