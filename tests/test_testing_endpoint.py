@@ -143,3 +143,37 @@ def test_a_real_server_error_is_still_printed(capfd: pytest.CaptureFixture[str])
     with serve_loopback(broken) as url, pytest.raises(httpx.HTTPError):
         httpx.post(url + "/v1/rerank", json={}, timeout=5)
     assert "a bug in the test double" in capfd.readouterr().err
+
+
+@pytest.mark.loopback
+def test_an_answer_is_not_held_back_by_nagle_and_delayed_acks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server wrote the status line and headers, then the body, on a socket with
+    # Nagle's algorithm on: the body waited for the client's delayed ACK of the headers,
+    # about 40 ms per answer on Linux (44 ms a call against 2 ms with TCP_NODELAY). Under
+    # load that stall grew past the 0.3 s a failover test left a healthy secondary, whose
+    # breaker then opened. Every connection the server accepts must have TCP_NODELAY.
+    import socket
+
+    from together_rerank_plugins import testing
+
+    accepted: list[socket.socket] = []
+    get_request = testing._LoopbackServer.get_request
+
+    def recording(self: testing._LoopbackServer) -> tuple[socket.socket, object]:
+        conn, address = get_request(self)
+        accepted.append(conn)
+        return conn, address
+
+    monkeypatch.setattr(testing._LoopbackServer, "get_request", recording)
+    with (
+        serve_loopback() as url,
+        RerankClient(api_key=TEST_KEY, base_url=url, max_retries=0) as rerank,
+    ):
+        for _ in range(3):  # kept alive: one connection serves the three calls
+            assert rerank.rerank("capital of France", DOCS)[0].index == 1
+        assert accepted, "the client reached the server on no connection"
+        assert all(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for conn in accepted), (
+            "an answer can wait ~40 ms for the client's delayed ACK (Nagle on)"
+        )
