@@ -302,3 +302,48 @@ def test_readme_says_how_to_choose_a_python_and_use_the_venv() -> None:
         assert (Path(sys.executable).parent / command).exists(), f".venv/bin/{command}"
     duration = r"about \d+(\.\d+)? minutes on 2 (free )?cores"
     assert re.search(duration, section), "the expected duration"
+
+
+# -- scripts/check_dist.py: the fresh venvs of .ci/run share what is already compiled ----------
+def test_check_dist_shares_bytecode_only_for_the_very_same_module_file(tmp_path: Path) -> None:
+    """A fresh venv takes a pyc of this venv only for a module that is the same file (one
+    inode: uv hard-links both from its cache), and Python then uses it as it is."""
+    import importlib.util
+    import py_compile
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("check_dist", ROOT / "scripts" / "check_dist.py")
+    assert spec is not None
+    assert spec.loader is not None
+    check_dist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_dist)
+    source, target = tmp_path / "source", tmp_path / "target"
+    for root in (source, target):
+        (root / "pkg").mkdir(parents=True)
+        (root / "pkg" / "__init__.py").write_text("")
+    for name, text in (("same", "X = 1\n"), ("copied", "X = 2\n"), ("only_there", "X = 3\n")):
+        module = source / "pkg" / f"{name}.py"
+        module.write_text(text)
+        py_compile.compile(str(module), cfile=importlib.util.cache_from_source(str(module)))
+    os.link(source / "pkg" / "same.py", target / "pkg" / "same.py")
+    shutil.copy2(source / "pkg" / "copied.py", target / "pkg" / "copied.py")  # another file
+    tag = sys.implementation.cache_tag
+
+    assert check_dist.share_bytecode(source, target, tag) == 1
+    shared = target / "pkg" / "__pycache__" / f"same.{tag}.pyc"
+    assert shared.samefile(source / "pkg" / "__pycache__" / f"same.{tag}.pyc")
+    assert not (target / "pkg" / "__pycache__" / f"copied.{tag}.pyc").exists()
+    assert not (target / "pkg" / "__pycache__" / f"only_there.{tag}.pyc").exists()
+    assert check_dist.share_bytecode(source, target, "cpython-99") == 0  # another Python's
+    assert check_dist.share_bytecode(source, target, tag) == 0  # already there: nothing twice
+    # Python finds the shared pyc valid: it imports from it and writes no new one in its place
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(
+        [sys.executable, "-c", "import pkg.same, pkg.copied; assert pkg.same.X == 1"],
+        cwd=target,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    assert shared.samefile(source / "pkg" / "__pycache__" / f"same.{tag}.pyc")
+    assert (target / "pkg" / "__pycache__" / f"copied.{tag}.pyc").exists()  # compiled there
