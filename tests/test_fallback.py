@@ -110,6 +110,7 @@ async def test_llama_index_fallback_flags_nodes_keeps_scores_and_ends_events(mod
     for n in out:
         assert n.node.metadata["rerank_fallback"] is True
         assert n.node.metadata["retrieval_score"] == n.score  # the key is there, as scored
+        assert n.node.metadata["relevance_score"] is None  # there, as in LangChain: unscored
         assert "rerank_fallback" not in n.node.get_content(metadata_mode=MetadataMode.LLM)
     assert "rerank_fallback" not in nodes[0].node.metadata  # caller's nodes untouched
     pairs = debug.get_event_pairs(CBEventType.RERANKING)

@@ -48,7 +48,11 @@ from together_rerank_plugins import (
     RerankInputError,
     ServerError,
 )
-from together_rerank_plugins.llama_index import RETRIEVAL_SCORE_KEY, TogetherRerank
+from together_rerank_plugins.llama_index import (
+    RELEVANCE_SCORE_KEY,
+    RETRIEVAL_SCORE_KEY,
+    TogetherRerank,
+)
 from together_rerank_plugins.testing import LexicalRerankEndpoint, lexical_scores
 
 from .conftest import TEST_KEY
@@ -401,6 +405,11 @@ async def test_output_is_new_nodes_and_inputs_are_untouched(
         assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.LLM)
         assert RETRIEVAL_SCORE_KEY not in o.node.get_content(MetadataMode.EMBED)
         assert RETRIEVAL_SCORE_KEY in o.node.get_content(MetadataMode.ALL)
+        # the rerank score under the key LangChain's documents use too, also kept out of
+        # prompts: code written for either adapter reads metadata["relevance_score"]
+        assert o.node.metadata[RELEVANCE_SCORE_KEY] == o.score
+        assert RELEVANCE_SCORE_KEY not in o.node.get_content(MetadataMode.LLM)
+        assert RELEVANCE_SCORE_KEY not in o.node.get_content(MetadataMode.EMBED)
 
 
 def test_retrieval_score_key_not_duplicated_in_exclusions(
@@ -413,7 +422,7 @@ def test_retrieval_score_key_not_duplicated_in_exclusions(
     )
     (out,) = make(endpoint).postprocess_nodes([NodeWithScore(node=node, score=0.2)], query_str="x")
     assert out.node.excluded_llm_metadata_keys.count(RETRIEVAL_SCORE_KEY) == 1
-    assert out.node.excluded_embed_metadata_keys == [RETRIEVAL_SCORE_KEY]
+    assert out.node.excluded_embed_metadata_keys == [RELEVANCE_SCORE_KEY, RETRIEVAL_SCORE_KEY]
     assert node.excluded_embed_metadata_keys == []
 
 

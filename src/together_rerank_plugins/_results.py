@@ -15,6 +15,7 @@ from ._errors import MalformedResponseError, RerankError
 
 __all__ = [
     "FALLBACK_KEY",
+    "RELEVANCE_SCORE_KEY",
     "SERVED_BY_KEY",
     "Endpoint",
     "RerankResult",
@@ -24,6 +25,9 @@ __all__ = [
     "parse_usage",
 ]
 
+#: Metadata key of the relevance score on every result both adapters return (the key
+#: langchain-cohere uses; ``None`` on a fallback, where nothing was scored).
+RELEVANCE_SCORE_KEY = "relevance_score"
 #: Metadata key both adapters set to True on results of an ``on_error="fallback"`` answer
 #: (the retrieval order, kept because reranking failed).
 FALLBACK_KEY = "rerank_fallback"
@@ -142,12 +146,19 @@ class RerankResults(list[RerankResult]):
         returned item and code reading it never meets a ``KeyError`` or a NaN."""
         return None if self.fallback else result.relevance_score
 
-    def stamp(self, metadata: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-        """A new metadata dict for one result: ``metadata`` without the flags an earlier
-        rerank stage set (they describe that stage, not this call), plus ``extra`` and this
-        call's :meth:`call_flags`. ``metadata`` itself is not changed."""
+    def stamp(
+        self,
+        metadata: Mapping[str, Any],
+        result: RerankResult,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new metadata dict for ``result``: ``metadata`` without the flags an earlier
+        rerank stage set (they describe that stage, not this call), plus the score under
+        :data:`RELEVANCE_SCORE_KEY` (:meth:`relevance`: ``None`` on a fallback), ``extra``
+        and this call's :meth:`call_flags`. ``metadata`` itself is not changed."""
         kept = {k: v for k, v in metadata.items() if k not in CALL_FLAGS}
-        return {**kept, **extra, **self.call_flags()}
+        score = {RELEVANCE_SCORE_KEY: self.relevance(result)}
+        return {**kept, **score, **(extra or {}), **self.call_flags()}
 
 
 def _bad(detail: str) -> MalformedResponseError:

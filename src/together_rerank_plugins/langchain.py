@@ -35,7 +35,7 @@ from pydantic import ConfigDict, Field, SecretStr
 from ._errors import RerankConfigError, RerankInputError
 from ._fields import UNSET, RerankFields
 from ._inputs import require_sequence, structured_document
-from ._results import FALLBACK_KEY, SERVED_BY_KEY, RerankResults
+from ._results import FALLBACK_KEY, RELEVANCE_SCORE_KEY, SERVED_BY_KEY, RerankResults
 
 __all__ = [
     "FALLBACK_KEY",
@@ -44,10 +44,6 @@ __all__ = [
     "TogetherCrossEncoder",
     "TogetherRerank",
 ]
-
-#: Metadata key of the relevance score on returned documents (as in langchain-cohere).
-RELEVANCE_SCORE_KEY = "relevance_score"
-#: what one call says about its own results (dropped from a previous stage's)
 
 RerankInput = str | Document | Mapping[str, Any]
 
@@ -146,8 +142,7 @@ class TogetherRerank(_LangChainFields, BaseDocumentCompressor, Serializable):
         out = []
         for r in results:
             doc = documents[r.index]
-            extra = {RELEVANCE_SCORE_KEY: results.relevance(r)}
-            out.append(doc.model_copy(update={"metadata": results.stamp(doc.metadata, extra)}))
+            out.append(doc.model_copy(update={"metadata": results.stamp(doc.metadata, r)}))
         return out
 
     def _run_metadata(self, documents: Sequence[Any]) -> dict[str, Any]:

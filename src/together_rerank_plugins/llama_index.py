@@ -41,10 +41,11 @@ from ._errors import RerankInputError
 from ._fields import RerankFields
 from ._inputs import require_sequence, structured_document
 from ._plan import CallPlan
-from ._results import FALLBACK_KEY, SERVED_BY_KEY, RerankResults
+from ._results import FALLBACK_KEY, RELEVANCE_SCORE_KEY, SERVED_BY_KEY, RerankResults
 
 __all__ = [
     "FALLBACK_KEY",
+    "RELEVANCE_SCORE_KEY",
     "RETRIEVAL_SCORE_KEY",
     "SERVED_BY_KEY",
     "USAGE_PAYLOAD_KEY",
@@ -66,10 +67,12 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
 
     The text sent for each node is ``node.get_content(metadata_mode=metadata_mode)``. The
     returned nodes are new ``NodeWithScore`` objects whose ``score`` is the relevance score;
-    the node copies keep their ``id_`` and metadata, plus the retrieval score under
-    ``metadata["retrieval_score"]`` (excluded from LLM and embedding text; ``None`` when the
-    retriever gave none). On an ``on_error="fallback"`` answer ``score`` stays the retrieval
-    score and ``metadata["rerank_fallback"]`` is True (excluded too); when a
+    the node copies keep their ``id_`` and metadata, plus the same score under
+    ``metadata["relevance_score"]`` (the key LangChain documents carry) and the retrieval
+    score under ``metadata["retrieval_score"]`` (``None`` when the retriever gave none), both
+    excluded from LLM and embedding text. On an ``on_error="fallback"`` answer ``score``
+    stays the retrieval score, ``metadata["relevance_score"]`` is ``None`` (nothing was
+    scored) and ``metadata["rerank_fallback"]`` is True (excluded too); when a
     ``failover=`` endpoint scored them, ``metadata["rerank_served_by"]`` (excluded too).
     The caller's nodes are never modified.
 
@@ -159,7 +162,7 @@ class TogetherRerank(RerankFields, BaseNodePostprocessor):
             # always set (None when the retriever gave no score): code reading the key
             # never meets a KeyError, whichever retriever and whether or not it fell back
             extra = {RETRIEVAL_SCORE_KEY: original.score}
-            metadata = results.stamp(node.metadata, extra)  # always a copy
+            metadata = results.stamp(node.metadata, r, extra)  # always a copy
             hidden = [k for k in metadata if k not in node.metadata]
             update: dict[str, Any] = {"metadata": metadata}
             if hidden:
