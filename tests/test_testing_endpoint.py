@@ -91,6 +91,39 @@ def test_every_answer_names_the_test_endpoint() -> None:
 
 
 @pytest.mark.loopback
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", RERANK_PATH),
+        ("GET", "/v1/models"),
+        ("PUT", RERANK_PATH),
+        ("DELETE", RERANK_PATH),
+        ("PATCH", RERANK_PATH),
+        ("OPTIONS", RERANK_PATH),
+    ],
+)
+def test_served_on_loopback_other_methods_keep_their_method(method: str, path: str) -> None:
+    """Served over HTTP, a GET (or PUT, DELETE...) reaches the endpoint as itself: it is no
+    rerank call (with a key it would otherwise be scored) and is refused in Together's shape,
+    naming the method the client used, with the header that says who answered."""
+    endpoint = LexicalRerankEndpoint()
+    body = {"model": "m", "query": "France", "documents": DOCS}
+    with serve_loopback(endpoint) as url, httpx.Client(trust_env=False) as http:
+        auth = {"authorization": f"Bearer {TEST_KEY}"}
+        answer = http.request(method, f"{url}{path}", json=body, headers=auth)
+        head = http.head(f"{url}{RERANK_PATH}", headers=auth)
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert f"No route for {method} {path}" in error["message"]
+    assert answer.headers[TEST_ENDPOINT_HEADER] == "lexical"
+    # HEAD: the status and headers of a GET, and no body
+    assert (head.status_code, head.content) == (404, b"")
+    assert head.headers[TEST_ENDPOINT_HEADER] == "lexical"
+    assert endpoint.requests == []  # nothing was scored
+
+
+@pytest.mark.loopback
 def test_served_on_loopback_it_keeps_the_path_and_says_who_it_is() -> None:
     endpoint = LexicalRerankEndpoint()
     with serve_loopback(endpoint) as url:

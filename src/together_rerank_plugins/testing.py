@@ -271,11 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     endpoint: Callable[[httpx.Request], httpx.Response]
 
-    def do_POST(self) -> None:
+    def _forward(self) -> None:
+        """Hand the request to the endpoint as it came (its method included: a GET is no
+        rerank call), and send back its answer (no body to a HEAD)."""
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
         request = httpx.Request(
-            "POST",
+            self.command,
             f"http://{self.headers.get('host', 'localhost')}{self.path}",
             headers=list(self.headers.items()),
             content=body,
@@ -289,9 +291,12 @@ class _Handler(BaseHTTPRequestHandler):
             if name.lower() not in _HOP_HEADERS:
                 self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(content)
+        if self.command != "HEAD":
+            self.wfile.write(content)
 
-    do_GET = do_POST
+    # Every common method reaches the endpoint, which answers POST /v1/rerank only and
+    # refuses the rest in Together's error shape (http.server would send its own 501 page).
+    do_POST = do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _forward
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet by default
         return
