@@ -348,6 +348,18 @@ def test_eval_against_a_loopback_server(
     check_png(plot)
 
 
+def test_eval_header_counts_the_timed_calls_it_will_make(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The sample has 8 judged queries: the default --latency-sample (20) times 8 calls per
+    depth, and the plan printed before the run says 8, as the report's note does after."""
+    code, out, err = run_cli(["eval", "sample", "--offline", "--candidates", "5,10"], capsys)
+    assert code == 0, err
+    plan = next(line for line in out.splitlines() if line.startswith("first stage:"))
+    assert "8 calls (at most 80 documents), plus 8 timed calls per depth" in plan
+    assert "latency p50/p95 of 8 uncached calls per depth" in out
+
+
 @pytest.mark.parametrize(
     ("module", "args"),
     [("bm25s", []), ("pytrec_eval", []), ("matplotlib", ["--plot", "x.png"])],

@@ -252,9 +252,10 @@ def _cache(folder: str) -> Any:
     try:
         from langchain_classic.storage import LocalFileStore
     except ImportError:
+        from .._install import install_hint
+
         raise CliError(
-            "--cache uses LangChain's LocalFileStore: pip install "
-            '"together-rerank-plugins[langchain]"'
+            f"--cache uses LangChain's LocalFileStore: run {install_hint('langchain')}"
         ) from None
     path.mkdir(parents=True, exist_ok=True)
     return LocalFileStore(path)
@@ -319,11 +320,12 @@ def _run(args: argparse.Namespace) -> int:
     print(_describe(data, args.dataset), file=out)
     deepest = max(args.candidates)
     scored = len(with_relevant(data)[0].queries)  # queries without a relevant document: none
+    timed = min(args.latency_sample, scored)  # a sample of the scored queries, at most all
     print(
         f"first stage: {first.name}, top {deepest} per query; rerank: model {mode.model}, "
         f"depths {','.join(map(str, args.candidates))} in one pass: {scored} "
         f"calls (at most {scored * deepest:,} documents), plus "
-        f"{args.latency_sample} timed calls per depth; concurrency {args.concurrency}",
+        f"{timed} timed calls per depth; concurrency {args.concurrency}",
         file=out,
         flush=True,
     )
