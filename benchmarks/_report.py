@@ -101,7 +101,7 @@ def run_time_sentence(elapsed: float) -> str:
 
 #: written by nobody's machine but the reader's: no absolute paths, home directories or
 #: interpreter locations; no references to the project's internal tracker
-_PRIVATE = re.compile(r"\b(?:issue|capability|item)s? #?\d+\b", re.IGNORECASE)
+_PRIVATE = re.compile(r"\b(?:issue|capability|item|stop|review|session)s? #?\d+\b", re.IGNORECASE)
 
 
 def check_public(text: str, *, extra_paths: list[str] | None = None) -> None:

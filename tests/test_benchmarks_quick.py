@@ -75,7 +75,7 @@ def _rows() -> list[Row]:
     ]
 
 
-PRIVATE = re.compile(r"\b(?:issue|capability) #?\d+\b", re.IGNORECASE)
+PRIVATE = re.compile(r"\b(?:issue|capability|item|stop|review|session)s? #?\d+\b", re.I)
 
 
 def assert_public(text: str) -> None:
@@ -108,6 +108,9 @@ def test_the_report_publishes_no_local_path_or_internal_reference(quick: bool) -
         f"server started with {sys.executable}",
         "see issue 3 for the targets",
         "(capability 5)",
+        "as measured at stop 21",
+        "found in review 16",
+        "see the note of session 4",
         "source: git add1156-dirty",
     ],
 )
