@@ -208,8 +208,8 @@ def sdist_tests(outdir: Path, python: str, pytest_args: list[str]) -> None:
         py = venv(Path(tmp) / "venv", python)
         pip_install(py, ".[test]", cwd=src)
         print(f"check_dist: {adopt_bytecode(py)} compiled modules shared with {sys.prefix}")
-        # the whole suite must collect (the "import file mismatch" of issue 12 was a
-        # collection error); then run what the arguments name (all of it by default)
+        # the whole suite must collect (an "import file mismatch" once was a collection
+        # error); then run what the arguments name (all of it by default)
         sh(py, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", cwd=src)
         sh(py, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args, cwd=src)
     print(f"check_dist: the suite passed from {sdist.name} ({python})")

@@ -90,7 +90,7 @@ RETRIED = frozenset(
         "hang",
     }
 )
-# -- malformed 200 answers that once escaped as raw errors or leaked the key (issue 9) -----
+# -- malformed 200 answers that once escaped as raw errors or leaked the key ---------------
 #: answers built from the correct one: an oversized number, a body nested past Python's
 #: recursion limit, the request's Authorization header echoed as a score
 MALFORMED_200 = frozenset({"oversized_int_score", "deep_nesting", "echoed_key"})
@@ -101,7 +101,7 @@ NOT_RETRIED = frozenset({"truncated_json", "bad_index_range", "bad_index_duplica
     MALFORMED_200
 )
 
-# -- wire faults (issue 9 items 5 and 9): a slowloris answer, a cross-origin redirect ------
+# -- wire faults: a slowloris answer, a cross-origin redirect ------------------------------
 #: ``trickle``: a valid 200 answer sent one byte every :data:`TRICKLE_INTERVAL` seconds
 #: (headers too): each read gets data long before a read timeout, so only a bound on the
 #: whole attempt ends it. ``redirect_foreign``: ``307`` to the second listener

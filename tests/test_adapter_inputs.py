@@ -1,4 +1,4 @@
-"""Adapters and the caller's objects (issue 9, items 4 and 11).
+"""Adapters and the caller's objects.
 
 - Results map onto the snapshot that was sent, even if the caller's list changes while the
   call is in flight (another thread, a callback): the transport here reverses or empties

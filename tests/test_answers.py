@@ -1,4 +1,4 @@
-"""Answers a misbehaving server sends over real sockets (issue 9, items 6, 8 and 12).
+"""Answers a misbehaving server sends over real sockets.
 
 Each test serves its own misbehaving endpoint on 127.0.0.1 (``serve_loopback`` with a
 handler) and checks what a user sees:
@@ -85,7 +85,7 @@ async def run(client: RerankClient, mode: str, query: str = "coffee") -> trp.Rer
         return await client.arerank(query, DOCS)
 
 
-# -- item 6: oversized numbers and deep nesting -----------------------------------------------
+# -- oversized numbers and deep nesting -------------------------------------------------------
 BODIES = {
     "int-of-400-digits": results_with(HUGE_INT),
     "negative-int-of-400-digits": results_with("-" + HUGE_INT),
@@ -124,7 +124,7 @@ async def test_fallback_engages_on_oversized_numbers_and_deep_nesting(
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
-# -- item 8: a key echoed in a 200 answer -----------------------------------------------------
+# -- a key echoed in a 200 answer -------------------------------------------------------------
 def _auth(request: httpx.Request) -> str:
     return request.headers["authorization"]
 
@@ -168,7 +168,7 @@ async def test_a_key_echoed_by_the_server_is_in_no_message_and_no_log_line(
     assert not leaks, leaks
 
 
-# -- item 12: the fallback WARNING tells the retries as they were ------------------------------
+# -- the fallback WARNING tells the retries as they were ---------------------------------------
 def closed_port_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""The score cache never serves a score that the call would not have got (issue 9, items 2-3).
+"""The score cache never serves a score that the call would not have got.
 
 - The key holds every input that can change a score: endpoint, model, query, document as
   sent, rank fields, long-document policy and budget, tokenizer identity, extra fields.

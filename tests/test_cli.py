@@ -409,7 +409,7 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
     assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
 
 
-# -- rerank on JSONL without --field (issue 12, item 9) --------------------------------------
+# -- rerank on JSONL without --field ---------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".jsonl", ".txt"])
 def test_rerank_jsonl_without_field_says_which_flag(
     suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -435,7 +435,7 @@ def test_rerank_plain_lines_that_merely_look_like_json_are_ranked(
     assert len(table_rows(out)) == 5
 
 
-# -- --model-family and --deadline reach the client (issues 10, 11) ---------------------------
+# -- --model-family and --deadline reach the client -------------------------------------------
 @pytest.mark.parametrize("command", ["rerank", "batch", "eval"])
 def test_model_family_and_deadline_flags_reach_the_client(
     command: str,
@@ -498,7 +498,7 @@ def test_demo_help_names_the_command_it_was_called_as(capsys: pytest.CaptureFixt
     assert capsys.readouterr().out.startswith("usage: together-rerank demo ")
 
 
-# -- docs/cli.md shows what the commands print (issue 12, item 7) ----------------------------
+# -- docs/cli.md shows what the commands print -----------------------------------------------
 def _text_blocks(section: str) -> list[str]:
     text = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
     body = text.split(section, 1)[1].split("\n## ", 1)[0]
@@ -552,7 +552,7 @@ def test_docs_cli_shell_blocks_run_in_order_as_written(tmp_path: Path) -> None:
     assert sample in out_lines
 
 
-# -- text that is not valid Unicode (issue 16, defect 7) -------------------------------------
+# -- text that is not valid Unicode ----------------------------------------------------------
 LONE = "\ud83d"  # half of an emoji's UTF-16 pair, as JSON can carry it ("\ud83d")
 
 

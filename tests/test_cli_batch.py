@@ -521,7 +521,7 @@ def test_ctrl_c_exits_cleanly_with_a_resume_hint(files: tuple[Path, Path, Path])
     check_out(out_path, rows)
 
 
-# -- output paths are checked before anything is sent (issue 9, item 13) ---------------------
+# -- output paths are checked before anything is sent ----------------------------------------
 @pytest.mark.parametrize(
     ("where", "message"),
     [
@@ -562,7 +562,7 @@ def test_unusable_output_paths_fail_before_any_row_is_sent(
     assert endpoint.requests == []
 
 
-# -- text that is not valid Unicode (issue 16, defect 7) -------------------------------------
+# -- text that is not valid Unicode ----------------------------------------------------------
 LONE = "\ud83d"  # half of an emoji's UTF-16 pair, as JSON can carry it ("\ud83d")
 
 

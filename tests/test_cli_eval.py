@@ -378,7 +378,7 @@ def test_missing_cli_extra_is_one_line_with_the_fix(
     assert '`pip install ".[cli]"` in your clone of together-rerank-plugins' in err
 
 
-# -- progress, plot format and picture (issue 12, items 8, 10, 11) ----------------------------
+# -- progress, plot format and picture --------------------------------------------------------
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -493,7 +493,7 @@ def test_plot_zooms_to_the_data_and_shows_the_gain() -> None:
             assert text.get_fontsize() >= 9
 
 
-# -- text that is not valid Unicode (issue 16, defect 7) -------------------------------------
+# -- text that is not valid Unicode ----------------------------------------------------------
 def _copy_with(tmp_path: Path, edit: str) -> Path:
     """eval_tiny with a lone surrogate added to the first corpus entry's ``edit`` field and
     to the first query's text."""
@@ -538,7 +538,7 @@ def test_eval_refuses_an_id_that_is_not_valid_unicode_on_one_line(tmp_path: Path
     assert '"_id"' in done.stderr
 
 
-# -- your own retriever, a score cache (issue 17) ---------------------------------------------
+# -- your own retriever, a score cache --------------------------------------------------------
 APP = """
 from together_rerank_plugins.evaluation import load_dataset
 

@@ -1,5 +1,5 @@
 """Settings a service reads from files and the environment: an API key or header value
-with a character HTTP cannot carry (issue 16, defect 6) and a bad ``base_url`` (defect 11).
+with a character HTTP cannot carry and a bad ``base_url``.
 Each is refused at construction with a :class:`RerankConfigError` that names the problem
 and never quotes any part of a credential, through every way a setting arrives: the core's
 arguments, the environment, both adapters (at construction and assigned afterwards), and the
@@ -61,7 +61,7 @@ def _shows(err: BaseException) -> str:
     return "\n".join([str(err), repr(err), *traceback.format_exception(err)])
 
 
-# -- defect 11: a bad base_url -----------------------------------------------------------
+# -- a bad base_url ----------------------------------------------------------------------
 BAD_URLS = {
     # url: words the message must contain (the problem, named)
     "http://rerank.example.com:99999": "port",
@@ -141,7 +141,7 @@ def test_the_cli_reports_a_bad_base_url_on_one_line(
     assert not any(part in err for part in SECRET_PARTS)
 
 
-# -- defect 6: a key or header value HTTP cannot carry ------------------------------------
+# -- a key or header value HTTP cannot carry ----------------------------------------------
 KEY = "sk-fake-0123456789abcdef-do-not-leak"
 #: each key as a file or a paste may hold it, and the words the error must say
 BAD_KEYS = {

@@ -1,4 +1,4 @@
-"""A contract test of the wire (issue 11): every request body the client can produce, every
+"""A contract test of the wire: every request body the client can produce, every
 documented answer and every cassette, checked with ``jsonschema`` against the schemas in
 ``tests/contract/``.
 

@@ -1,4 +1,4 @@
-"""Reaching a dedicated model both ways (issue 11): ``model_family``, the 404 hints that
+"""Reaching a dedicated model both ways: ``model_family``, the 404 hints that
 point at the other Together host, and ``extra_body`` / ``default_headers`` for compatible
 servers. In-process transports, except the tests marked ``loopback``.
 

@@ -1,6 +1,6 @@
 """Every public exception survives pickling with its message and fields, so an error raised
 in a worker process (``ProcessPoolExecutor``, ``multiprocessing``, Celery) reaches the parent
-typed instead of breaking the pool (issue 16, defect 4)."""
+typed instead of breaking the pool."""
 
 from __future__ import annotations
 

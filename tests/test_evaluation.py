@@ -654,7 +654,7 @@ def test_docs_example_output_is_what_it_prints(
     assert masked(printed) == masked(shown)
 
 
-# -- review of issue 17: what the data does not support is not claimed -------------------------
+# -- what the data does not support is not claimed ---------------------------------------------
 def mostly_unchanged(changed: int, total: int = 40) -> tuple[EvalDataset, Any, Any]:
     """``total`` queries; in ``changed`` of them the relevant passage is 4th and the reranker
     lifts it to 1st, in the others the first stage already ranks it 1st (gain 0)."""

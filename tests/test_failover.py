@@ -347,7 +347,7 @@ def _mxbai_failover() -> tuple[RerankClient, LexicalRerankEndpoint]:
 def test_a_failover_that_cannot_take_rank_fields_is_skipped_then_the_call_falls_back(
     mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 16 (9): an Mxbai failover (accepted at construction) cannot rank object
+    """An Mxbai failover (accepted at construction) cannot rank object
     documents with `rank_fields`; a 503 from the primary raised RerankInputError, defeating
     on_error="fallback". It is skipped (logged once) and the call falls back as asked."""
     caplog.set_level(logging.INFO, logger="together_rerank_plugins")

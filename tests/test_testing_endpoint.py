@@ -1,5 +1,5 @@
-"""The embedded test endpoint behaves like Together's where a mistake would hide (issue 18,
-item 6): it answers ``POST /v1/rerank`` only (a wrong ``base_url`` prefix fails offline as it
+"""The embedded test endpoint behaves like Together's where a mistake would hide: it
+answers ``POST /v1/rerank`` only (a wrong ``base_url`` prefix fails offline as it
 would against Together), 404s elsewhere in Together's error shape, and names itself in a
 response header that the CLI and the demo read (their tests are in test_cli.py and
 test_demo.py). In-process, except the tests marked ``loopback`` (127.0.0.1, port 0).

@@ -1,6 +1,5 @@
 """The wire under the SDK: ``deadline=``, the attempt bound, redirects, credentials in
-``base_url``, fork safety and closing a dead loop's client (issue 9 items 1, 5, 9, 10;
-issue 10 capability 1).
+``base_url``, fork safety and closing a dead loop's client.
 
 Unit tests inject an ``httpx.MockTransport``; tests marked ``loopback`` use the
 fault-injecting server of ``tests/faults.py`` (a child process on 127.0.0.1).
@@ -193,10 +192,10 @@ def _throttled(retry_after: str | None) -> Callable[[httpx.Request], httpx.Respo
 def test_a_wait_longer_than_the_deadline_is_not_taken(
     way: str, mode: str, retry_after: str | None
 ) -> None:
-    """Issue 16 (10): the rate limit stays visible. A 429 whose wait does not fit in the
-    deadline raised RerankTimeoutError with no status; it is a RateLimitError (status 429,
-    the server's Retry-After in ``retry_after``) whose message says it was not retried
-    because of the deadline, raised at once."""
+    """The rate limit stays visible. A 429 whose wait does not fit in the deadline raised
+    RerankTimeoutError with no status; it is a RateLimitError (status 429, the server's
+    Retry-After in ``retry_after``) whose message says it was not retried because of the
+    deadline, raised at once."""
     handler = _throttled(retry_after)
     transport = httpx.MockTransport(handler)
     result, took = call(

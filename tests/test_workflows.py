@@ -1,4 +1,4 @@
-"""The GitHub workflows (issue 18, item 7): CI runs .ci/run on every supported Python, the
+"""The GitHub workflows: CI runs .ci/run on every supported Python, the
 release builds, checks and publishes with PyPI trusted publishing (no token), and both pass
 actionlint and zizmor, the linters .ci/run's lint step runs (both come with the `test` extra).
 """

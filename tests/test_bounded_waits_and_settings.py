@@ -1,6 +1,6 @@
-"""Issue 16, reviewed where its fixes meet each other and the other features (failover,
-breaker, deadline, resolver, settings). Each test failed on the code before its fix. No
-test opens a non-loopback socket."""
+"""Bounded waits and settings where the failover, breaker, deadline, resolver and settings
+meet each other. Each test failed on the code before its fix. No test opens a non-loopback
+socket."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_a_hung_resolver_under_a_flood_of_calls_holds_a_bounded_number_of_thread
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A resolver that never answers, and many sync calls with a short deadline: each call
-    ends at its bound (as defect 5's fix promises), but the lookup it abandoned must not
+    ends at its bound (the deadline bounds a hung lookup), but the lookup it abandoned must not
     keep a thread of its own. Calls for one host share one lookup; lookups for distinct
     hosts are capped. (On the code before the fix: one thread per call, 30 threads for
     30 calls, each held as long as the resolver hangs.)"""
@@ -152,7 +152,7 @@ SECRET = "sk-review-0123456789abcdefSECRET"  # long enough to be recognised anyw
     [
         {"bogus": 1},  # unknown argument, given before the key
         {"top_n": -1},
-        {"key_suffix": "\ufeff"},  # a key file's BOM (defect 6), through model_validate
+        {"key_suffix": "\ufeff"},  # a key file's BOM, through model_validate
         {"key_suffix": "\u00e9"},  # a stray non-ASCII character
     ],
     ids=["unknown", "top_n", "bom", "stray"],

@@ -1,7 +1,6 @@
-"""Defects found by a second adversarial review (after issues 9-12 were merged). Each test
-failed on the code before its fix: a wrong ranking returned with no error, a setting that
-said one thing while the client did another, or every concurrent call paying a dead
-store's timeout."""
+"""Silent failures: a wrong ranking returned with no error, a setting that said one thing
+while the client did another, or every concurrent call paying a dead store's timeout. Each
+test failed on the code before its fix."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Defects found by the review of the merged features (deadline, breaker, failover, cache,
-extras, adapters) at their seams. Each test failed on the merged code before its fix."""
+"""The features at their seams: deadline, breaker, failover, cache, extras and adapters
+where they meet. Each test failed on the merged code before its fix."""
 
 from __future__ import annotations
 
@@ -576,7 +576,7 @@ def test_model_family_changing_the_token_budget_changes_the_cache_key() -> None:
 
 
 def test_no_exception_in_the_chain_of_a_deadline_error_shows_base_url_credentials() -> None:
-    # a 429 whose Retry-After does not fit in the deadline: a RateLimitError (issue 16)
+    # a 429 whose Retry-After does not fit in the deadline: a RateLimitError
     from together_rerank_plugins import RateLimitError
 
     limited = httpx.MockTransport(
