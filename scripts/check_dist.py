@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.docs_examples import (  # noqa: E402  (the repository root, just added)
     PAGES,
+    ExampleRedis,
     examples,
     install_command,
     parse_install,
@@ -282,6 +283,8 @@ def _extras_group(
     # (tests/test_docs.py does the same for the suite)
     with contextlib.ExitStack() as servers:
         started_serves: dict[str, dict[str, str]] = {}
+        redis = ExampleRedis()  # a real redis-server, for the examples that need one
+        servers.callback(redis.close)
         for page in pages:
             for example in examples(page):
                 if example.skip:
@@ -294,6 +297,14 @@ def _extras_group(
                             served(example.serve, str(py))
                         )
                     exported = started_serves[example.serve]
+                if example.redis:
+                    redis_env = redis.env()
+                    if redis_env is None:
+                        print(
+                            f"  {label:24} {example.name:36} skipped (no redis-server)", file=report
+                        )
+                        continue
+                    exported = exported | redis_env
                 proc = run(example, str(py), work, reader_env(exported))
                 took = time.perf_counter() - started
                 status = "ok" if proc.returncode == 0 else "FAILED"

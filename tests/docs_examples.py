@@ -20,13 +20,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.redis_server import RedisServer, find_redis_server
 from tests.warm_python import WarmPython
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.S | re.M)
-MARKER = re.compile(r"^<!--\s*(continues|skip:\s*(?P<reason>.+?))\s*-->$")
+MARKER = re.compile(r"^<!--\s*(continues|needs: redis-server|skip:\s*(?P<reason>.+?))\s*-->$")
+#: what a block marked ``<!-- needs: redis-server -->`` gets: the URL of a real Redis, as a
+#: reader who has one sets it (the runner starts a redis-server on 127.0.0.1 for it)
+REDIS_URL_VARIABLE = "REDIS_URL"
 SERVE_COMMAND = "python -m together_rerank_plugins.testing"
 SHELLS = {"bash", "sh", "shell", "console"}
 # What a reader's shell might hold that an example must not silently depend on.
@@ -43,6 +47,7 @@ class Example:
     program: str  # the blocks it continues, then the block itself
     skip: str | None  # why it is not run (<!-- skip: ... -->), or None
     serve: str | None  # the page's serve command, when the block comes after it
+    redis: bool = False  # <!-- needs: redis-server -->: REDIS_URL names a real Redis
 
     @property
     def name(self) -> str:
@@ -70,14 +75,39 @@ def examples(page: Path) -> list[Example]:
         if body.startswith("# not run"):  # the older, visible form of <!-- skip: ... -->
             skip = body.split("\n", 1)[0].removeprefix("#").strip()
         program = body
+        redis = bool(marker and marker.group(1) == "needs: redis-server")
         if marker and marker.group(1) == "continues":
             runs = [e for e in found if not e.skip]
             if not runs:
                 raise ValueError(f"{page.name}:{line}: <!-- continues --> with no block before")
             previous = runs[-1]  # a skipped block is one the reader could not run
             program = previous.program + "\n\n" + body
-        found.append(Example(page, line, body, program, skip, serve))
+            redis = previous.redis
+        found.append(Example(page, line, body, program, skip, serve, redis))
     return found
+
+
+class ExampleRedis:
+    """A real redis-server on 127.0.0.1 for the examples marked ``<!-- needs: redis-server
+    -->``, started when the first one runs (never for a run that has none) and stopped by
+    :meth:`close`."""
+
+    def __init__(self) -> None:
+        self.binary = find_redis_server()
+        self._server: RedisServer | None = None
+
+    def env(self) -> dict[str, str] | None:
+        """``{"REDIS_URL": url}`` of the running server, or None without a binary."""
+        if self.binary is None:
+            return None
+        if self._server is None:
+            self._server = RedisServer(self.binary).start()
+        return {REDIS_URL_VARIABLE: self._server.url}
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
 
 def all_examples() -> list[Example]:

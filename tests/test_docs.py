@@ -18,6 +18,9 @@ The conventions (also in docs/testing.md, for whoever writes docs):
     later block of the page the variables it printed, as a reader who pasted them would have.
 - ``<!-- continues -->`` on the line just before a fence: the block continues the previous
   python block of the page; it runs with that block (and what it continues) first.
+- ``<!-- needs: redis-server -->`` on the line just before a fence: the block gets
+  ``REDIS_URL`` of a real redis-server on 127.0.0.1 (started for it; skipped, saying how to
+  get one, without a binary), as a reader with a Redis sets it.
 - ``<!-- skip: why -->`` on the line just before a fence: not run (a real key, a download);
   reported as a skipped test with the reason.
 - A page with examples names, in its first ``pip install`` line, everything they import
@@ -44,6 +47,7 @@ from packaging.utils import canonicalize_name
 from tests.docs_examples import (
     PAGES,
     Example,
+    ExampleRedis,
     all_examples,
     examples,
     install_command,
@@ -52,6 +56,7 @@ from tests.docs_examples import (
     run,
     served,
 )
+from tests.redis_server import NO_REDIS_REASON
 
 EXAMPLES = all_examples()
 
@@ -70,14 +75,30 @@ def serve_env() -> Iterator[Callable[[str], dict[str, str]]]:
         yield env_for
 
 
+@pytest.fixture(scope="session")
+def example_redis() -> Iterator[ExampleRedis]:
+    """One real redis-server for the examples that need one, started by the first of them."""
+    redis = ExampleRedis()
+    yield redis
+    redis.close()
+
+
 @pytest.mark.loopback
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
 def test_doc_example_runs(
-    example: Example, tmp_path: Path, serve_env: Callable[[str], dict[str, str]]
+    example: Example,
+    tmp_path: Path,
+    serve_env: Callable[[str], dict[str, str]],
+    example_redis: ExampleRedis,
 ) -> None:
     if example.skip:
         pytest.skip(f"{example.name}: {example.skip}")
     exported = serve_env(example.serve) if example.serve else {}
+    if example.redis:
+        redis_env = example_redis.env()
+        if redis_env is None:
+            pytest.skip(f"{example.name}: needs a Redis: {NO_REDIS_REASON}")
+        exported = exported | redis_env
     proc = run(example, sys.executable, tmp_path, reader_env(exported))
     assert proc.returncode == 0, (
         f"{example.name} failed when run on its own"
@@ -91,10 +112,34 @@ def test_markers_are_understood() -> None:
     for page in PAGES:
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
             text = line.strip()
-            if text.startswith("<!--") and ("continue" in text or "skip" in text):
-                assert text == "<!-- continues -->" or text.startswith("<!-- skip: "), (
+            if text.startswith("<!--") and any(w in text for w in ("continue", "skip", "need")):
+                known = text in ("<!-- continues -->", "<!-- needs: redis-server -->")
+                assert known or text.startswith("<!-- skip: "), (
                     f"{page.name}:{number}: unknown marker {text!r}"
                 )
+
+
+def test_a_block_that_needs_redis_gets_a_real_one(tmp_path: Path) -> None:
+    """The marker reaches the block and what continues it, and the runner's server is a
+    real redis-server that answers on the URL the block reads (or there is no binary)."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- needs: redis-server -->\n```python\nA = 1\n```\n\n"
+        "<!-- continues -->\n```python\nB = A\n```\n\n```python\nC = 1\n```\n",
+        encoding="utf-8",
+    )
+    assert [e.redis for e in examples(page)] == [True, True, False]
+    redis = ExampleRedis()
+    try:
+        env = redis.env()
+        if env is None:
+            pytest.skip(NO_REDIS_REASON)
+        import redis as redis_client
+
+        assert redis_client.Redis.from_url(env["REDIS_URL"]).ping() is True
+        assert redis.env() == env  # one server, started once
+    finally:
+        redis.close()
 
 
 def _imports(code: str) -> set[str]:
