@@ -392,6 +392,60 @@ def test_a_failover_that_cannot_take_rank_fields_is_skipped_for_the_next_one() -
         alone.rerank(QUERY, [{"text": "red apples"}], rank_fields=["text"])
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("query", "docs"),
+    [
+        (QUERY, ["red apples " * 400]),  # a document over the failover's budget
+        ("red apples " * 200, ["red apples"]),  # a query that takes most of it
+    ],
+    ids=["long-document", "long-query"],
+)
+def test_a_failover_whose_token_budget_refuses_the_call_is_skipped(
+    mode: str, query: str, docs: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover endpoint with a smaller token budget (``max_tokens_per_doc``) and
+    ``long_documents="error"`` refuses a call the primary took: during a primary outage
+    that raised RerankInputError, defeating on_error="fallback" (and naming no endpoint).
+    It is an endpoint that cannot serve this call, as an Mxbai one with rank_fields: it
+    is skipped, nothing is sent to it, and the call goes on to the next one or falls back."""
+    caplog.set_level(logging.INFO, logger="together_rerank_plugins")
+    small = LexicalRerankEndpoint()
+    strict = RerankClient(
+        model="acme/small-budget",
+        api_key=TEST_KEY,
+        transport=small,
+        max_tokens_per_doc=256,
+        long_documents="error",
+    )
+    secondary, backup = make_secondary()
+
+    def call(client: RerankClient) -> trp.RerankResults:
+        if mode == "sync":
+            return client.rerank(query, docs)
+        return asyncio.run(client.arerank(query, docs))
+
+    falls_back = RerankClient(
+        api_key=TEST_KEY,
+        max_retries=0,
+        transport=failing(503),
+        failover=[strict],
+        on_error="fallback",
+    )
+    results = call(falls_back)
+    assert results.fallback
+    assert isinstance(results.error, trp.ServerError)
+    goes_on = RerankClient(
+        api_key=TEST_KEY, max_retries=0, transport=failing(503), failover=[strict, secondary]
+    )
+    assert call(goes_on).served_by == secondary.endpoint
+    assert small.requests == []
+    assert len(backup.requests) == 1
+    skipped = [r for r in caplog.records if "cannot serve" in r.getMessage()]
+    assert skipped
+    assert "acme/small-budget" in skipped[0].getMessage()
+
+
 @pytest.mark.parametrize("bad", ["http://x", 3, [object()], [None]])
 def test_failover_must_be_rerank_clients(bad: Any) -> None:
     with pytest.raises(trp.RerankConfigError, match="failover"):

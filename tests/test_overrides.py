@@ -372,3 +372,41 @@ def test_the_core_client_refuses_changes_it_would_not_apply() -> None:
             setattr(client, name, value)
     assert client.with_deadline(1.0).deadline == 1.0  # the supported way, still cheap
     assert client.deadline is None
+
+
+# -- pydantic's model_copy(update=...) applies the settings it shows ------------------------
+@ids
+def test_model_copy_with_an_update_calls_with_the_settings_it_shows(adapter: type) -> None:
+    """``model_copy(update=...)`` is how pydantic users clone a model. A copy that shows
+    ``model="acme/model-b"`` and ``deadline=0.3`` must send model b under a 0.3 s deadline
+    (not keep the original's client), and the original must be left as it was."""
+    endpoint = LexicalRerankEndpoint()
+    shared = make(adapter, endpoint, model="acme/model-a", top_n=2)
+    copy = shared.model_copy(update={"model": "acme/model-b", "deadline": 0.3, "top_n": 1})
+    assert (copy.model, copy.deadline, copy.top_n) == ("acme/model-b", 0.3, 1)
+    assert (copy.client.model, copy.client.deadline) == ("acme/model-b", 0.3)
+    assert "acme/model-b" in repr(copy)
+    run(copy, items(adapter))
+    run(shared, items(adapter))
+    assert [(r["model"], r.get("top_n")) for r in endpoint.requests] == [
+        ("acme/model-b", 1),
+        ("acme/model-a", 2),
+    ]
+    assert (shared.client.model, shared.client.deadline, shared.top_n) == ("acme/model-a", None, 2)
+
+
+@ids
+def test_model_copy_of_call_options_shares_the_pool_and_a_plain_copy_is_the_same(
+    adapter: type,
+) -> None:
+    endpoint = LexicalRerankEndpoint()
+    shared = make(adapter, endpoint, top_n=5)
+    fewer = shared.model_copy(update={"top_n": 2})
+    assert fewer.client._sdk is shared.client._sdk
+    assert not fewer.client._owns_connections
+    assert run(fewer, items(adapter)) == expected(2)
+    same = shared.model_copy()
+    assert same.client is shared.client
+    assert run(same, items(adapter)) == expected(5)
+    with pytest.raises(RerankConfigError):
+        shared.model_copy(update={"top_n": 0})

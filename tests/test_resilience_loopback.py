@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,7 +21,13 @@ import pytest
 from langchain_core.documents import Document
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from together_rerank_plugins import CircuitBreaker, CircuitOpenError, RerankClient
+from together_rerank_plugins import (
+    CircuitBreaker,
+    CircuitOpenError,
+    RerankClient,
+    RerankError,
+    ServerError,
+)
 from together_rerank_plugins.langchain import FALLBACK_KEY, SERVED_BY_KEY
 from together_rerank_plugins.langchain import TogetherRerank as LCRerank
 from together_rerank_plugins.llama_index import TogetherRerank as LIRerank
@@ -236,3 +243,39 @@ def test_the_probe_closes_the_breaker_once_the_server_answers(
     fault_server.stop()
     assert fault_server.attempts_for(failing) == ["502"]
     assert fault_server.attempts_for(healthy) == ["ok"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_batched_call_reports_the_failure_that_happened_first(mode: str) -> None:
+    """One batch gets a 503 at once while another hangs until the deadline cuts it: the
+    call's error is the 503 on both paths (the sync path raised the batch first in request
+    order, the deadline, which hid the server's failure from the caller and, for a failover
+    endpoint given less than half the deadline, from its breaker)."""
+    release = threading.Event()
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        if b"first batch" in request.read():
+            release.wait(10)  # hangs until the test ends (the deadline cuts the call first)
+            return httpx.Response(503, json={"error": {"message": "late"}})
+        return httpx.Response(503, json={"error": {"message": "down"}})
+
+    docs = ["first batch a", "first batch b", "second batch a", "second batch b"]
+    try:
+        with serve_loopback(endpoint) as url:
+            client = RerankClient(
+                api_key=TEST_KEY,
+                base_url=url,
+                max_retries=0,
+                max_batch_size=2,
+                deadline=0.5,
+            )
+            call = (
+                (lambda: client.rerank("q", docs))
+                if mode == "sync"
+                else (lambda: asyncio.run(client.arerank("q", docs)))
+            )
+            with pytest.raises(RerankError) as caught:
+                call()
+    finally:
+        release.set()
+    assert isinstance(caught.value, ServerError), repr(caught.value)

@@ -17,27 +17,38 @@ __all__ = ["asend_batches", "send_batches"]
 def send_batches(
     send: Callable[[dict[str, Any]], Any], requests: list[dict[str, Any]], max_concurrency: int
 ) -> list[Any]:
-    """``send`` each request, ``max_concurrency`` at a time; answers in request order."""
-    failed = threading.Event()
+    """``send`` each request, ``max_concurrency`` at a time; answers in request order.
+
+    On failure it raises the error that happened first (as the async path does), not the
+    first in request order: a batch cut off by the deadline after another batch's 503 must
+    not hide the 503 (from the caller, and from the endpoint's breaker). A batch already in
+    flight cannot be interrupted on this path: the call returns when it ends, within its
+    attempt's ``timeout`` and the call's deadline, so no thread is left running."""
+    lock = threading.Lock()
+    errors: list[BaseException] = []  # in the order they happened
 
     def one(kwargs: dict[str, Any]) -> Any:
-        if failed.is_set():  # dequeued after another batch failed: never sent
+        if errors:  # dequeued after another batch failed: never sent
             return None
         try:
             return send(kwargs)
-        except BaseException:
-            failed.set()
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
             raise
 
-    from concurrent.futures import ThreadPoolExecutor  # only when a call has batches
+    from concurrent.futures import ThreadPoolExecutor, wait  # only when a call has batches
 
     workers = min(max_concurrency, len(requests))
     pool = ThreadPoolExecutor(workers, thread_name_prefix="together-rerank")
     try:
-        # map() re-raises the first error in order; a skipped None always comes after it
-        return list(pool.map(one, requests))
+        futures = [pool.submit(one, kwargs) for kwargs in requests]
+        wait(futures)  # after a failure the batches not yet sent return at once
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 async def asend_batches(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -227,11 +227,32 @@ class RerankFields(BaseModel):
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         """Deep-copy the configuration; share the client, transport, cache and tokenizer
         (they hold connections, locks or stores that a copy must not duplicate)."""
-        clone = self.model_copy()  # shallow: shares the private client
+        clone = self._plain_copy()  # shallow: shares the private client
         for name, value in self.__dict__.items():
             if name not in self._NOT_PICKLED:
                 clone.__dict__[name] = copy.deepcopy(value, memo)
         return clone
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, with the settings in ``update`` applied as :meth:`with_options`
+        applies them: checked, through a new client for those the client is built from (a
+        copy of ``top_n``, ``deadline``, ... shares the pool). pydantic's own copy would
+        only *show* them: it keeps the original's client, which calls with the old model,
+        key and deadline. Other fields (a framework's own) are copied as pydantic does."""
+        if not update:
+            return self._plain_copy(deep=deep)
+        alias = type(self).model_fields[self._KEY_FIELD].alias
+        named = {(self._KEY_FIELD if k == alias else k): v for k, v in update.items()}
+        ours = {
+            k: v for k, v in named.items() if k in RerankFields.model_fields or k == self._KEY_FIELD
+        }
+        rest = {k: v for k, v in named.items() if k not in ours}
+        base = self._plain_copy(update=rest, deep=deep) if rest or deep else self
+        return base.with_options(**ours) if ours else base
+
+    def _plain_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's ``model_copy``: fields copied as they are, the client shared."""
+        return super().model_copy(update=update or None, deep=deep)
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         """Rebuild through ``__init__``, so the client is recreated and validated."""
@@ -351,7 +372,7 @@ class RerankFields(BaseModel):
                 overrides.get("score_threshold", self.score_threshold),
                 overrides.get("rank_fields", self.rank_fields),
             )
-            clone = self.model_copy(update=overrides)
+            clone = self._plain_copy(update=overrides)
             if "rank_fields" in overrides:  # not shared with the caller's list
                 clone.__dict__["rank_fields"] = read_only(clone.rank_fields, "rank_fields")
             # the copy's client shares this one's pool and never closes it (closing a

@@ -87,16 +87,21 @@ def _planned_for(plan: CallPlan, client: RerankClient) -> CallPlan | None:
     try:
         return replan(plan, client)
     except RerankInputError as exc:
-        sdk = client._sdk  # one per configuration: with_deadline clones share it
-        first = sdk not in _NOTED_UNABLE
-        _NOTED_UNABLE.add(sdk)
-        logger.log(
-            logging.WARNING if first else logging.DEBUG,
-            "Skipping the failover endpoint %s, which cannot serve this call: %s",
-            client.endpoint,
-            exc,
-        )
+        _unable(client, exc)
         return None
+
+
+def _unable(client: RerankClient, exc: RerankInputError) -> None:
+    """Say that the failover ``client`` is skipped because it cannot serve this call."""
+    sdk = client._sdk  # one per configuration: with_deadline clones share it
+    first = sdk not in _NOTED_UNABLE
+    _NOTED_UNABLE.add(sdk)
+    logger.log(
+        logging.WARNING if first else logging.DEBUG,
+        "Skipping the failover endpoint %s, which cannot serve this call: %s",
+        client.endpoint,
+        exc,
+    )
 
 
 def _moving_on(source: RerankClient, target: RerankClient, error: RerankError) -> None:
@@ -165,6 +170,11 @@ def failover(
         try:
             results = client._attempt(own, budget, whole_deadline=charged)
             return _answered(results, client)
+        except RerankInputError as exc:
+            # its own limits refuse what the primary took (a smaller token budget with
+            # long_documents="error"), raised while planning, before anything is sent:
+            # an endpoint that cannot serve this call, skipped like one in _planned_for
+            _unable(client, exc)
         except RerankError as exc:
             if needs_fix(exc):  # this endpoint's configuration is wrong: say so
                 raise
@@ -188,6 +198,11 @@ async def afailover(
         try:
             results = await client._aattempt(own, budget, whole_deadline=charged)
             return _answered(results, client)
+        except RerankInputError as exc:
+            # its own limits refuse what the primary took (a smaller token budget with
+            # long_documents="error"), raised while planning, before anything is sent:
+            # an endpoint that cannot serve this call, skipped like one in _planned_for
+            _unable(client, exc)
         except RerankError as exc:
             if needs_fix(exc):
                 raise
