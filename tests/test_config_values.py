@@ -75,6 +75,15 @@ BAD_URLS = {
     "http://alice:s3cr%2Fet-PW-42@rerank.example.com:99999/v1": "port",
     "http://alice:s3cr et-PW-42@rerank.example.com/v1": "space",
     "http://rerank.example.com/v1\n": "",  # surrounding whitespace is stripped: accepted
+    # typos that break the scheme: the credentials must stay hidden all the same
+    "https:/alice:s3cr%2Fet-PW-42@rerank.example.com/v1": "http(s) url",
+    "https:alice:s3cr%2Fet-PW-42@rerank.example.com/v1": "http(s) url",
+    "alice:s3cr%2Fet-PW-42@rerank.example.com:8000/v1": "http(s) url",
+    "//alice:s3cr%2Fet-PW-42@rerank.example.com/v1": "http(s) url",
+    "https//alice:s3cr%2Fet-PW-42@rerank.example.com/v1": "http(s) url",
+    "http:\\\\alice:s3cr%2Fet-PW-42@rerank.example.com/v1": "http(s) url",
+    # a token in the query (an Azure Functions ?code=, a gateway's ?api-key=)
+    "https://rerank.example.com/api?code=s3cr%2Fet-PW-42": "query",
 }
 
 
@@ -86,7 +95,7 @@ def test_a_bad_base_url_is_a_config_error_that_quotes_no_credential(
     err = _refused(lambda: _build(way, url, monkeypatch))
     assert BAD_URLS[url] in str(err).lower() or BAD_URLS[url] in str(err)
     shown = _shows(err)
-    assert not any(part in shown for part in SECRET_PARTS), shown
+    assert not any(part in shown for part in (*SECRET_PARTS, "s3cr%2Fet")), shown
     assert "alice" not in shown
     assert "base_url" in str(err) or "TOGETHER_BASE_URL" in str(err)
 
@@ -290,3 +299,24 @@ def test_the_cli_reports_a_bad_key_on_one_line(
     assert len(err.strip().splitlines()) == 1, err
     assert "TOGETHER_API_KEY" in err
     assert not any(part in err for part in _key_parts(KEY))
+
+
+# -- a boolean where a number is asked for, a string where a boolean is ----------------------
+@pytest.mark.parametrize(
+    "field", ["top_n", "score_threshold", "timeout", "deadline", "max_retries", "max_batch_size"]
+)
+@pytest.mark.parametrize("adapter", ["llama_index", "langchain"])
+def test_an_adapter_refuses_a_boolean_for_a_number(adapter: str, field: str) -> None:
+    """pydantic read ``top_n=True`` as 1 and ``score_threshold=True`` as 1.0 (every result
+    dropped), which the core, ``with_options`` and assignment all refuse."""
+    cls = _adapters()[0] if adapter == "llama_index" else _adapters()[1]
+    err = _refused(lambda: cls(api_key=TEST_KEY, **{field: True}))
+    assert field in str(err)
+
+
+@pytest.mark.parametrize("value", ["false", "no", None, 0, 1])
+def test_the_core_refuses_a_dedupe_that_is_not_a_boolean(value: Any) -> None:
+    # bool("false") is True: the string asked for the opposite of what it got
+    err = _refused(lambda: RerankClient(api_key=TEST_KEY, dedupe=value))
+    assert "dedupe" in str(err)
+    assert "True or False" in str(err)

@@ -69,7 +69,9 @@ def test_adapters_can_be_copied_and_deep_copied(cls: type) -> None:
     rerank = cls(api_key=TEST_KEY, top_n=2, transport=LexicalRerankEndpoint())
     for other in (copy.copy(rerank), copy.deepcopy(rerank), rerank.model_copy(deep=True)):
         assert other.top_n == 2
-        assert other.client is rerank.client  # the configuration is immutable and shared
+        # one pool, which only the original closes: closing a copy's client leaves it open
+        assert other.client._sdk is rerank.client._sdk
+        assert not other.client._owns_connections
 
 
 @pytest.mark.parametrize(

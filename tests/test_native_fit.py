@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import subprocess
 import sys
@@ -147,8 +148,37 @@ def test_cross_encoder_scores_copies_alike_even_with_surrogates() -> None:
 
 def test_unpickling_without_a_key_says_where_to_put_it() -> None:
     blob = pickle.dumps(LCRerank(api_key=TEST_KEY))
-    with pytest.raises(RerankConfigError, match="TOGETHER_API_KEY"):
+    with pytest.raises(RerankConfigError, match="TOGETHER_API_KEY") as caught:
         pickle.loads(blob)
+    # not "pass api_key=...": the caller did; the key is what a pickle never carries
+    assert "keys are never pickled" in str(caught.value)
+
+
+@pytest.mark.parametrize("cls", [LIRerank, LCRerank])
+def test_loading_a_pickle_made_with_a_key_argument_says_which_key_it_uses(
+    cls: type, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tenant's key passed as an argument is not in the pickle: in a worker whose
+    environment holds another key, the loaded adapter calls with that one. It used to do
+    so silently; it now says so (once per process), and a pickle of an adapter that took
+    its key from the environment loads quietly, as before."""
+    import together_rerank_plugins._fields as fields
+
+    monkeypatch.setattr(fields, "_WARNED_KEY_FROM_ENV", set())
+    endpoint = LexicalRerankEndpoint(api_keys={"service-key"})
+    monkeypatch.setenv("TOGETHER_API_KEY", "service-key")
+    from_env = pickle.dumps(cls(transport=endpoint))
+    tenant = pickle.dumps(cls(api_key="tenant-a-key", transport=endpoint))
+    assert b"tenant-a-key" not in tenant
+    caplog.set_level(logging.WARNING, logger="together_rerank_plugins")
+    pickle.loads(from_env)
+    assert caplog.records == []
+    for _ in range(2):
+        pickle.loads(tenant)
+    (warned,) = caplog.records  # once per process
+    assert "pickled with an `api_key` argument" in warned.getMessage()
+    assert "TOGETHER_API_KEY" in warned.getMessage()
+    assert all("tenant-a-key" not in r.getMessage() for r in caplog.records)
 
 
 def test_llama_index_to_dict_from_dict_and_pickle_keep_working_configuration(

@@ -6,7 +6,9 @@ No sockets: the embedded lexical endpoint answers every request.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,7 +22,7 @@ from together_rerank_plugins import RerankClient, RerankConfigError
 from together_rerank_plugins.langchain import RELEVANCE_SCORE_KEY
 from together_rerank_plugins.langchain import TogetherRerank as LangChainRerank
 from together_rerank_plugins.llama_index import TogetherRerank as LlamaIndexRerank
-from together_rerank_plugins.testing import LexicalRerankEndpoint, lexical_scores
+from together_rerank_plugins.testing import LexicalRerankEndpoint, lexical_scores, serve_loopback
 
 from .conftest import TEST_KEY
 
@@ -406,7 +408,56 @@ def test_model_copy_of_call_options_shares_the_pool_and_a_plain_copy_is_the_same
     assert not fewer.client._owns_connections
     assert run(fewer, items(adapter)) == expected(2)
     same = shared.model_copy()
-    assert same.client is shared.client
+    assert same.client._sdk is shared.client._sdk
+    assert not same.client._owns_connections
     assert run(same, items(adapter)) == expected(5)
     with pytest.raises(RerankConfigError):
         shared.model_copy(update={"top_n": 0})
+
+
+@pytest.mark.loopback
+@ids
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "model_copy", "model_copy_update"])
+def test_closing_a_copys_client_leaves_the_originals_call_in_flight(
+    adapter: type, how: str
+) -> None:
+    """A copy (``copy.copy``, ``copy.deepcopy``, ``model_copy()``, ``model_copy(update=...)``
+    of a call option) shares the original's pool but does not own it: closing the copy's
+    client, as ``with copy.client:`` does, must not cut the call the original has in flight
+    (it did for the first three: "Could not connect", a RerankConnectionError)."""
+    endpoint = LexicalRerankEndpoint()
+    received, release = threading.Event(), threading.Event()
+
+    def held(request: httpx.Request) -> httpx.Response:
+        received.set()
+        release.wait(10)
+        return endpoint.handle(request)
+
+    with serve_loopback(held) as url:
+        original = adapter(api_key=TEST_KEY, base_url=url, top_n=2, max_retries=0)
+        if how == "copy":
+            clone = copy.copy(original)
+        elif how == "deepcopy":
+            clone = copy.deepcopy(original)
+        elif how == "model_copy":
+            clone = original.model_copy()
+        else:
+            clone = original.model_copy(update={"top_n": 1})
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(run, original, items(adapter))
+            assert received.wait(10)
+            clone.client.close()  # what `with clone.client:` does at its end
+            release.set()
+            assert in_flight.result(timeout=10) == expected(2)
+    assert clone.client._sdk is original.client._sdk  # one pool
+
+
+@ids
+def test_with_options_takes_the_key_by_the_name_the_constructor_takes(adapter: type) -> None:
+    """``api_key=`` works in the constructor and by assignment on both adapters; LangChain's
+    ``with_options(api_key=...)`` was refused ("did you mean 'together_api_key'?")."""
+    endpoint = LexicalRerankEndpoint(api_keys={"second-key"})
+    first = make(adapter, endpoint)
+    second = first.with_options(api_key="second-key")
+    assert run(second, items(adapter))
+    assert "second-key" not in repr(second)

@@ -202,6 +202,35 @@ async def test_langchain_sends_metadata_fields_and_page_content(mode: str) -> No
     assert all(RELEVANCE_SCORE_KEY in d.metadata for d in out)
 
 
+@pytest.mark.parametrize("adapter", ["llama_index", "langchain"])
+def test_the_items_own_text_is_sent_under_text_even_with_a_text_metadata_key(
+    adapter: str,
+) -> None:
+    """The docs say the node's (document's) own text goes under "text". A metadata key
+    named "text" (a loader's "(see body)" placeholder) used to replace it: the passage was
+    never scored, and a relevant one could rank last."""
+    endpoint = LexicalRerankEndpoint()
+    passages = ["Berlin is in Germany.", "Paris is the capital of France."]
+    meta = {"title": "Cities", "text": "(see body)"}
+    if adapter == "llama_index":
+        li = LlamaIndexRerank(
+            api_key=TEST_KEY, transport=endpoint, rank_fields=["title", "text"], top_n=1
+        )
+        given = [NodeWithScore(node=TextNode(text=t, metadata=dict(meta))) for t in passages]
+        best = li.postprocess_nodes(given, query_str="capital of France")[0].node.get_content(
+            MetadataMode.NONE
+        )
+    else:
+        lc = LangChainRerank(
+            api_key=TEST_KEY, transport=endpoint, rank_fields=["title", "text"], top_n=1
+        )
+        docs = [Document(t, metadata=dict(meta)) for t in passages]
+        best = lc.compress_documents(docs, "capital of France")[0].page_content
+    (body,) = endpoint.requests
+    assert [d["text"] for d in body["documents"]] == passages
+    assert best == passages[1]
+
+
 @pytest.mark.parametrize(("fields", "best"), [(["title"], "d1"), (["text"], "d0")])
 def test_langchain_compress_ranks_by_the_named_fields(fields: list[str], best: str) -> None:
     out = langchain(LexicalRerankEndpoint(), rank_fields=fields, top_n=1).compress_documents(

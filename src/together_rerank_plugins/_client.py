@@ -228,7 +228,11 @@ class RerankClient:
             "max_tokens_per_doc",
             limits.max_tokens_per_doc if max_tokens_per_doc is None else max_tokens_per_doc,
         )
-        self.dedupe = bool(dedupe)
+        if not isinstance(dedupe, bool):
+            raise RerankConfigError(
+                f"`dedupe` must be True or False, not {type(dedupe).__name__} ({dedupe!r})."
+            )
+        self.dedupe = dedupe
         self.cache = resolve_cache(cache)
         self.long_documents = long_documents
         self.tokenizer = tokenizer

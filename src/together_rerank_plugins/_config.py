@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -213,13 +214,19 @@ def _secret_value(value: Any) -> str | None:
 
 
 def _shown_url(url: str) -> str:
-    """``url`` as an error message may quote it: everything between ``://`` and the last
-    ``@`` (where a user name and password may be, even a malformed one) replaced by
-    ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    """``url`` as an error message may quote it, credentials hidden even in a malformed URL:
+    everything from after the scheme (``https:/``, ``https://``; the start when there is no
+    such scheme) to the last ``@`` is replaced by ``***``, and so is a query or fragment (a
+    gateway's ``?code=`` or ``?api-key=`` token)."""
+    shown = url
+    if "@" in shown:
+        scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*:/+", shown)
+        start = scheme.end() if scheme else 0
+        shown = f"{shown[:start]}***@{shown.rpartition('@')[2]}"
+    cut = re.search(r"[?#]", shown)
+    if cut:
+        shown = f"{shown[: cut.start() + 1]}***"
+    return shown
 
 
 _ENCODE_HINT = (

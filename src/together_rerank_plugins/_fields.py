@@ -9,12 +9,13 @@ a dependency of the ``together`` SDK.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from enum import Enum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from typing_extensions import Self
 
 from ._client import RerankClient
@@ -40,6 +41,13 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+
+#: set in an adapter's pickled state (a boolean, never the key) when the key was an argument
+_KEY_WAS_GIVEN = "together_rerank_key_was_given"
+#: adapter classes whose "key taken from the environment on load" WARNING was logged
+_WARNED_KEY_FROM_ENV: set[str] = set()
+logger = logging.getLogger("together_rerank_plugins")
 
 
 class RerankFields(BaseModel):
@@ -156,6 +164,26 @@ class RerankFields(BaseModel):
 
     _client: RerankClient = PrivateAttr()
 
+    @field_validator(
+        "top_n",
+        "timeout",
+        "max_retries",
+        "deadline",
+        "score_threshold",
+        "max_batch_size",
+        "max_concurrency",
+        "max_tokens_per_doc",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        """pydantic would read ``True`` as 1 (``top_n=True`` keeping one result, a
+        ``score_threshold=True`` of 1.0 dropping all): a number is asked for, as the core,
+        ``with_options`` and assignment already insist."""
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
+
     def __init__(self, /, **data: Any) -> None:
         """Validate the fields, then build the client: a bad or unknown argument raises
         :class:`RerankConfigError` (a ``ValueError``) here, describing each of pydantic's
@@ -222,7 +250,14 @@ class RerankFields(BaseModel):
         drop = self._NOT_PICKLED | {self._KEY_FIELD}
         state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k not in drop}
         state["__pydantic_private__"] = None
+        # whether the key was an argument (not its value): loading then says which key it
+        # uses instead, rather than switching keys silently
+        state[_KEY_WAS_GIVEN] = self._secret_key() is not None
         return state
+
+    def __copy__(self) -> Self:
+        """A shallow copy whose client shares this one's connections without owning them."""
+        return self._plain_copy()
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
         """Deep-copy the configuration; share the client, transport, cache and tokenizer
@@ -251,12 +286,41 @@ class RerankFields(BaseModel):
         return base.with_options(**ours) if ours else base
 
     def _plain_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """pydantic's ``model_copy``: fields copied as they are, the client shared."""
-        return super().model_copy(update=update or None, deep=deep)
+        """pydantic's ``model_copy``: fields copied as they are, and a client that shares
+        this one's connections without owning them (closing the copy's client, as ``with
+        copy.client:`` does, must not cut this instance's calls in flight)."""
+        # what pydantic's model_copy does, without calling our __copy__ (which calls this)
+        clone = copy.deepcopy(self) if deep else super().__copy__()
+        if update:
+            clone.__dict__.update(update)
+            clone.__pydantic_fields_set__.update(update)
+        private = getattr(self, "__pydantic_private__", None)
+        if private and "_client" in private:
+            clone._client = self._client.with_deadline(self._client.deadline)
+        return clone
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        """Rebuild through ``__init__``, so the client is recreated and validated."""
+        """Rebuild through ``__init__``, so the client is recreated and validated. The key
+        is never pickled: one that was passed as an argument is taken from this process's
+        TOGETHER_API_KEY, said at WARNING (once per process), or refused naming the fix."""
+        given = bool(state.get(_KEY_WAS_GIVEN))
+        name = type(self).__name__
+        if given and not os.environ.get(ENV_API_KEY, "").strip():
+            raise RerankConfigError(
+                f"This {name} was pickled with an `api_key` argument, and keys are never "
+                f"pickled: set {ENV_API_KEY} in the process that loads it (a worker's "
+                "environment or initializer), or build the adapter there."
+            )
         type(self).__init__(self, **state["__dict__"])
+        if given and name not in _WARNED_KEY_FROM_ENV:
+            _WARNED_KEY_FROM_ENV.add(name)
+            logger.warning(
+                "A %s pickled with an `api_key` argument was loaded: keys are never pickled, "
+                "so it uses this process's %s (logged once per process); if that is another "
+                "key, pass api_key again after loading.",
+                name,
+                ENV_API_KEY,
+            )
 
     def __setattr__(self, name: str, value: Any) -> None:
         """A setting assigned after construction is the one used, as :meth:`with_options`
@@ -359,6 +423,12 @@ class RerankFields(BaseModel):
         client leaves open; other options build a new client. Unknown names raise
         :class:`RerankConfigError`.
         """
+        alias = type(self).model_fields[self._KEY_FIELD].alias
+        if alias and alias != self._KEY_FIELD and alias in overrides:
+            # the key's other name, as the constructor and assignment take it (LangChain's
+            # `api_key` for `together_api_key`)
+            overrides = dict(overrides)
+            overrides[self._KEY_FIELD] = overrides.pop(alias)
         unknown = set(overrides) - set(type(self).model_fields)
         if unknown:
             owner = f"{type(self).__name__}.with_options()"

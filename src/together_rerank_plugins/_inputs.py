@@ -67,11 +67,13 @@ def structured_document(
     fields: Sequence[str], metadata: Mapping[str, Any], text: str
 ) -> dict[str, Any]:
     """The mapping document an adapter sends with ``rank_fields``: the named metadata
-    fields, and the item's text under ``"text"``. Values JSON cannot carry (dates, NaN, ...),
-    at any depth, become strings; a missing field is left out, so validation names it."""
+    fields, and the item's own text under ``"text"`` (always: a metadata key named "text",
+    such as a loader's placeholder, never replaces the passage). Values JSON cannot carry
+    (dates, NaN, ...), at any depth, become strings; a missing field is left out, so
+    validation names it."""
     doc: dict[str, Any] = {}
     for name in fields:
-        if name == "text" and name not in metadata:
+        if name == "text":
             doc[name] = text
         elif name in metadata:
             doc[name] = _jsonable(metadata[name])
