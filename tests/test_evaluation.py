@@ -14,6 +14,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
@@ -32,7 +33,7 @@ from together_rerank_plugins.evaluation import (
     recommend,
     score_threshold,
 )
-from together_rerank_plugins.evaluation._metrics import bootstrap_ci
+from together_rerank_plugins.evaluation._metrics import bootstrap_ci, sign_flip_pvalues
 from together_rerank_plugins.testing import (
     LexicalRerankEndpoint,
     hash_embedding,
@@ -405,7 +406,8 @@ def test_known_answer_end_to_end_with_a_peak() -> None:
     assert rec.helped is True
     assert rec.candidates == 5
     assert rec.score_threshold == 0.9  # the relevant passages' score
-    assert any(w.startswith("quality falls past 5 candidates") for w in rec.warnings)
+    # 5 and 10 gain alike: the fall is past the end of that plateau, 10 (it said 5)
+    assert any(w.startswith("quality falls past 10 candidates") for w in rec.warnings)
     assert report.relevant_scores[5] == [0.9] * 6
     assert sorted(set(report.other_scores[20])) == [0.1, 1.0]
 
@@ -983,3 +985,126 @@ def test_every_gain_the_plot_labels_has_its_interval() -> None:
             assert d[f"{key}_gain_ci"] == pytest.approx(list(expected or ()))
     frame = report.to_pandas()
     assert {"mrr_gain_ci_low", "recall_gain_ci_high"} <= set(frame.columns)
+
+
+# -- chance: the best of several depths, and few changed queries -------------------------------
+def test_sign_flip_pvalues_are_exact_on_small_cases() -> None:
+    """Under the null each changed query's gain is as likely negated: 6 gains of one sign
+    come up 1 time in 64 (one-sided), 5 in 32, 5 of 6 (or better) 7 in 64."""
+    zeros = [0.0] * 14
+    cases = {
+        (0.1,) * 6: 1 / 64,
+        (0.1,) * 5 + (0.0,): 1 / 32,
+        (0.1,) * 5 + (-0.1,): 7 / 64,
+    }
+    for gains, exact in cases.items():
+        (p,) = sign_flip_pvalues([[*gains, *zeros]], seed=0)
+        assert p == pytest.approx(exact, abs=0.005)
+    # two identical depths: trying both does not double the chance
+    (p1, p2) = sign_flip_pvalues([[0.1] * 6 + zeros, [0.1] * 6 + zeros], seed=0)
+    assert p1 == p2 == pytest.approx(1 / 64, abs=0.005)
+    assert sign_flip_pvalues([[0.0] * 5], seed=0) == [1.0]  # nothing changed
+
+
+def test_an_interval_above_zero_is_not_evidence_when_chance_explains_it() -> None:
+    """5 wins and 1 loss among 20 queries: the bootstrap interval excluded zero and the
+    report said "helped"; a paired test puts it at p = 0.11. Not claimed, and why."""
+    depths = [DepthResult(10, 0.6, 0.5, 0.5, 0.9, 0.107, (0.013, 0.225), changed=6, gain_p=0.11)]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=20, relevant_scores={10: [0.5]})
+    assert rec.helped is False
+    assert rec.candidates is None
+    assert "did not measurably help" in rec.reason
+    assert "p = 0.110" in rec.reason
+    assert "sign-flip" in rec.reason
+
+
+def _null(seed: int, queries: int = 20, candidates: int = 50) -> tuple[EvalDataset, Any, Any]:
+    """A first stage in random order and a reranker scoring at random: no depth helps (each
+    query's gain is as likely negated). Deterministic from ``seed``."""
+    import hashlib
+    import random
+
+    rng = random.Random(1000 + seed)
+    texts, qrels, lists = {}, {}, {}
+    for i in range(queries):
+        docs = [f"q{i}-d{j}" for j in range(candidates)]
+        qrels[f"q{i}"] = {d: 1 for d in rng.sample(docs, rng.randint(1, 3))}
+        rng.shuffle(docs)
+        texts[f"q{i}"] = f"query number {i} seed {1000 + seed}"
+        lists[texts[f"q{i}"]] = [(d, f"text of {d}") for d in docs]
+
+    def noise(query: str, found: list[str]) -> list[float]:
+        def u(text: str) -> float:
+            key = "\x1f".join((str(seed), query, text))
+            digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+            return int.from_bytes(digest, "little") / 2**64
+
+        return [round(u(t), 6) for t in found]
+
+    return EvalDataset(texts, qrels), lists.__getitem__, LexicalRerankEndpoint(scorer=noise)
+
+
+@pytest.mark.parametrize("seed", [14, 29, 30, 33, 44, 50, 61, 69])
+def test_a_reranker_scoring_at_random_is_not_claimed_to_help(seed: int) -> None:
+    """Seeds on which the interval rule said a random reranker helped (30 of 200 such runs
+    at 20 queries and 8 depths claimed it, 15%): the best depth's interval was above zero
+    by chance. The recommendation now also asks the sign-flip test, adjusted for the
+    depths tried (2 of the same 200 runs claim it)."""
+    data, retriever, endpoint = _null(seed)
+    report = evaluate_reranking(
+        retriever,
+        client(endpoint),
+        data,
+        candidates=[5, 10, 15, 20, 25, 30, 40, 50],
+        latency_sample=0,
+        seed=seed,
+    )
+    best = max(report.depths, key=lambda d: d.gain)
+    assert best.gain_ci is not None
+    assert best.gain_ci[0] > 0  # the interval alone would have claimed it
+    assert report.recommendation.helped is False
+    assert "sign-flip" in report.recommendation.reason
+
+
+def test_a_cheaper_depth_not_measurably_worse_is_named() -> None:
+    """20 candidates gains more than 10 on the point estimates, by one query: 10 helps on
+    its own and is not measurably worse, at half the documents. The report says so."""
+    at_10 = [0.2] * 12 + [0.0] * 8
+    at_20 = [0.2] * 12 + [0.6] + [0.0] * 7
+    depths = [
+        DepthResult(10, 0.7, 0.5, 0.5, 0.9, 0.12, bootstrap_ci(at_10, seed=0), changed=12),
+        DepthResult(20, 0.73, 0.5, 0.5, 0.9, 0.15, bootstrap_ci(at_20, seed=0), changed=13),
+    ]
+    p10, p20 = sign_flip_pvalues([at_10, at_20], seed=0)
+    depths = [replace(depths[0], gain_p=p10), replace(depths[1], gain_p=p20)]
+    rec = recommend(
+        depths,
+        cutoff=10,
+        keep=0.95,
+        queries=20,
+        relevant_scores={20: [0.5]},
+        gains={10: at_10, 20: at_20},
+    )
+    assert rec.candidates == 20
+    (note,) = [w for w in rec.warnings if "not measurably worse" in w]
+    assert note.startswith("10 candidates is not measurably worse than 20")
+    assert "fewer documents" in note
+
+
+def test_a_first_stage_already_near_perfect_is_said_so() -> None:
+    depths = [DepthResult(10, 1.0, 1.0, 1.0, 1.0, 0.0, (0.0, 0.0), changed=0)]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=30, relevant_scores={})
+    assert rec.helped is False
+    assert any("already scores nDCG@10 1.000" in w for w in rec.warnings)
+
+
+def test_worse_names_the_best_depth_without_claiming_every_depth() -> None:
+    """Only the best depth's interval is known to be below zero: the others, wider, may
+    reach zero. The reason used to say "worse at every depth"."""
+    depths = [
+        DepthResult(5, 0.45, 0.5, 0.5, 0.9, -0.047, (-0.108, -0.014)),
+        DepthResult(15, 0.43, 0.5, 0.5, 0.9, -0.06, (-0.14, 0.028)),
+    ]
+    rec = recommend(depths, cutoff=10, keep=0.95, queries=20, relevant_scores={})
+    assert "worse" in rec.reason
+    assert "every depth" not in rec.reason

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .._config import DEFAULT_MODEL
-from ._metrics import write_trec_run
+from ._metrics import bootstrap_ci, write_trec_run
 
 __all__ = [
+    "ALPHA",
     "LOW_POOL_RECALL",
     "MIN_CHANGED",
     "DepthResult",
@@ -34,6 +35,13 @@ LOW_POOL_RECALL = 0.6
 #: test needs 6 changes of the same sign to be significant at 95% (2 x 0.5^6 = 0.031; with 5,
 #: 0.0625).
 MIN_CHANGED = 6
+
+#: The one-sided level a gain must reach to count as evidence: the paired sign-flip test's
+#: p, adjusted for the depths tried, below this (the side of a 95% interval).
+ALPHA = 0.025
+
+#: A first stage at least this good (mean nDCG) leaves a reranker almost nothing to gain.
+CEILING = 0.98
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,9 @@ class DepthResult:
     short_queries: int = 0
     #: queries whose nDCG the reranker changed (None: not known, e.g. constructed data)
     changed: int | None = None
+    #: one-sided p of the nDCG gain being above zero, by a paired sign-flip test adjusted
+    #: for the depths of the sweep (``sign_flip_pvalues``; None: not computed)
+    gain_p: float | None = None
     #: the 95% paired bootstrap intervals of the MRR and Recall gains over the first stage
     mrr_gain_ci: tuple[float, float] | None = None
     recall_gain_ci: tuple[float, float] | None = None
@@ -88,6 +99,7 @@ class DepthResult:
             "cost_per_1000_queries": self.cost_per_1000_queries,
             "short_queries": self.short_queries,
             "changed": self.changed,
+            "gain_p": self.gain_p,
             "mrr_gain_ci": None if self.mrr_gain_ci is None else list(self.mrr_gain_ci),
             "recall_gain_ci": None if self.recall_gain_ci is None else list(self.recall_gain_ci),
         }
@@ -166,6 +178,37 @@ def _shown(gain: float, ci: tuple[float, float] | None) -> str:
     return f"{gain:+.3f}" + ("" if ci is None else f" [95% CI {ci[0]:+.3f}, {ci[1]:+.3f}]")
 
 
+def _evidence(d: DepthResult) -> bool:
+    """Whether ``d``'s gain counts as evidence of help (see :func:`recommend`)."""
+    return (
+        d.gain_ci is not None
+        and d.gain_ci[0] > 0
+        and (d.changed is None or d.changed >= MIN_CHANGED)
+        and (d.gain_p is None or d.gain_p < ALPHA)
+    )
+
+
+def _not_measurably_worse(
+    depths: Sequence[DepthResult],
+    chosen: DepthResult,
+    gains: Mapping[int, Sequence[float]] | None,
+    seed: int,
+) -> tuple[DepthResult, float, tuple[float, float] | None] | None:
+    """The smallest depth below ``chosen`` that is evidence itself and whose paired
+    difference from ``chosen`` (per query) has an interval reaching zero, with that
+    difference; None without per-query gains or such a depth."""
+    if gains is None or chosen.candidates not in gains:
+        return None
+    for d in depths:
+        if d.candidates >= chosen.candidates or d.candidates not in gains or not _evidence(d):
+            continue
+        diff = [b - a for a, b in zip(gains[chosen.candidates], gains[d.candidates], strict=True)]
+        diff_ci = bootstrap_ci(diff, seed=seed)
+        if diff_ci is None or diff_ci[0] <= 0 <= diff_ci[1]:
+            return d, sum(diff) / len(diff), diff_ci
+    return None
+
+
 def queries_needed(queries: int, gain: float, ci: tuple[float, float], power: float = 0.8) -> int:
     """Judged queries in all for a 95% interval to exclude zero ``power`` of the time if the
     true gain is ``gain``: the interval's side toward zero gives the standard error
@@ -191,43 +234,55 @@ def recommend(
     seed: int = 0,
 ) -> Recommendation:
     """The rule: ``candidates`` is the smallest depth whose nDCG gain is at least ``keep`` of
-    the best depth's gain, when the best gain's interval excludes zero (and the reranker
-    changed at least :data:`MIN_CHANGED` queries there, where ``changed`` is known);
-    ``top_n`` the cutoff; ``score_threshold`` from ``relevant_scores[candidates]`` (the
-    scores of the relevant documents in the reranked top ``cutoff``, pooled over queries)
-    by :func:`score_threshold`.
+    the best depth's gain and is evidence itself (see below), when the best depth is
+    evidence; ``top_n`` the cutoff; ``score_threshold`` from ``relevant_scores[candidates]``
+    (the scores of the relevant documents in the reranked top ``cutoff``, pooled over
+    queries) by :func:`score_threshold`.
+
+    A depth is evidence when its gain's interval is above zero, the reranker changed at
+    least :data:`MIN_CHANGED` queries there (where ``changed`` is known), and its
+    ``gain_p`` (where computed) is below :data:`ALPHA`: the interval alone, on the best of
+    several depths, claimed a gain too often when there was none.
 
     ``gains`` (per-query gains of each depth, in the same query order): the fall past the
     peak is then a paired difference with its own interval, warned only when that interval
-    excludes zero; without them, on the point estimates.
+    excludes zero, and a smaller depth not measurably worse than the chosen one is named;
+    without them, on the point estimates.
     """
     found: list[str] = list(warnings)
     nd = f"nDCG@{cutoff}"
     best = max(depths, key=lambda d: d.gain)  # ties: the smallest depth
     ci = best.gain_ci
     shown = _shown(best.gain, ci)
+    first_stage = best.ndcg - best.gain
+    if first_stage >= CEILING:
+        found.append(
+            f"the first stage already scores {nd} {first_stage:.3f} on these queries: it "
+            "leaves a reranker almost nothing to gain here (judge harder queries: those your "
+            "users' first results miss)"
+        )
     if best.gain > 0:
-        falls = [d for d in depths if d.candidates > best.candidates and d.gain < keep * best.gain]
+        # the end of the plateau: the deepest depth as good as the best
+        peak = max((d for d in depths if d.gain >= best.gain), key=lambda d: d.candidates)
+        falls = [d for d in depths if d.candidates > peak.candidates and d.gain < keep * best.gain]
         if falls:
             worst = min(falls, key=lambda d: d.gain)
             drop = ""
             measurable = True
-            if gains is not None and best.candidates in gains and worst.candidates in gains:
-                from ._metrics import bootstrap_ci
-
+            if gains is not None and peak.candidates in gains and worst.candidates in gains:
                 diff = [
                     b - a
-                    for a, b in zip(gains[best.candidates], gains[worst.candidates], strict=True)
+                    for a, b in zip(gains[peak.candidates], gains[worst.candidates], strict=True)
                 ]
                 drop_ci = bootstrap_ci(diff, seed=seed)
                 measurable = drop_ci is not None and drop_ci[1] < 0
                 drop = f"; the fall is {_shown(sum(diff) / len(diff), drop_ci)}"
             if measurable:
                 found.append(
-                    f"quality falls past {best.candidates} candidates (the peak): the {nd} gain "
-                    f"is {shown} there and {_shown(worst.gain, worst.gain_ci)} at "
-                    f"{worst.candidates}{drop}; deeper lists give the reranker more wrong "
-                    "documents to promote"
+                    f"quality falls past {peak.candidates} candidates (the peak): the {nd} gain "
+                    f"is {_shown(peak.gain, peak.gain_ci)} there and "
+                    f"{_shown(worst.gain, worst.gain_ci)} at {worst.candidates}{drop}; deeper "
+                    "lists give the reranker more wrong documents to promote"
                 )
     chosen: DepthResult | None = None
     if ci is None:
@@ -256,21 +311,23 @@ def recommend(
             )
     elif ci[1] < 0:
         reason = (
-            f"reranking made {nd} worse at every depth on this data: the best gain is {shown} "
-            f"at {best.candidates} candidates"
+            f"reranking made {nd} worse on this data: even the best depth's gain is {shown} "
+            f"at {best.candidates} candidates (its interval below zero; the other depths "
+            "gained less)"
+        )
+    elif best.gain_p is not None and best.gain_p >= ALPHA:
+        reason = (
+            f"reranking did not measurably help on this data: the best {nd} gain is {shown} "
+            f"at {best.candidates} candidates, but a paired sign-flip test over the judged "
+            f"queries, allowing for the {len(depths)} depth(s) tried, gives p = "
+            f"{best.gain_p:.3f} (evidence is below {ALPHA}): the best of several depths "
+            "often looks this good by chance; judge more queries"
         )
     else:
         # the smallest depth within keep of the best that is evidence itself: its own
         # interval above zero, on enough changed queries
         chosen = next(
-            d
-            for d in depths
-            if d is best
-            or (
-                d.gain >= keep * best.gain
-                and (d.gain_ci is None or d.gain_ci[0] > 0)
-                and (d.changed is None or d.changed >= MIN_CHANGED)
-            )
+            d for d in depths if d is best or (d.gain >= keep * best.gain and _evidence(d))
         )
         share = chosen.gain / best.gain
         of_best = (
@@ -278,11 +335,22 @@ def recommend(
             if chosen is best
             else f"{share:.0%} of the best gain ({shown} at {best.candidates})"
         )
+        p = "" if chosen.gain_p is None else f", p = {chosen.gain_p:.4f}"
         reason = (
             f"{chosen.candidates} candidates: {nd} gain {_shown(chosen.gain, chosen.gain_ci)} "
-            f"over the first stage, {of_best}; the smallest depth within keep={keep:g} of the "
-            "best, its interval above zero"
+            f"over the first stage{p}, {of_best}; the smallest depth within keep={keep:g} of "
+            "the best, its interval above zero"
         )
+        cheaper = _not_measurably_worse(depths, chosen, gains, seed)
+        if cheaper is not None:
+            smaller, gap, gap_ci = cheaper
+            found.append(
+                f"{smaller.candidates} candidates is not measurably worse than "
+                f"{chosen.candidates}: its {nd} gain is {_shown(smaller.gain, smaller.gain_ci)}"
+                f" and the difference is {_shown(gap, gap_ci)}; it sends fewer documents "
+                "(less cost and latency), which may matter more than a gain this data cannot "
+                "confirm"
+            )
     at = chosen or depths[-1]
     if at.pool_recall < LOW_POOL_RECALL:
         found.append(

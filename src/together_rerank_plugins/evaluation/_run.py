@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._client import RerankClient
@@ -25,7 +25,15 @@ from .._progress import progress_bar
 from .._results import RerankResults
 from ._data import EvalDataset
 from ._errors import EvaluationError, missing
-from ._metrics import bootstrap_ci, mean, per_query, require_metrics, set_recall, unique
+from ._metrics import (
+    bootstrap_ci,
+    mean,
+    per_query,
+    require_metrics,
+    set_recall,
+    sign_flip_pvalues,
+    unique,
+)
 from ._report import DepthResult, RerankEvaluation, recommend
 from ._sources import FirstStage, IdKey, Items, Scorer, adapt_retriever, scorer
 
@@ -475,6 +483,9 @@ def _report(
         gains[c] = per_gain
         relevant[c] = rel_scores
         other[c] = oth_scores
+    # the chance of each gain, allowing for the depths tried (the best of them is claimed)
+    chance = sign_flip_pvalues([gains[d.candidates] for d in results], seed=seed)
+    results = [replace(d, gain_p=p) for d, p in zip(results, chance, strict=True)]
 
     endpoint = _test_endpoint(score.client)
     offline = endpoint is not None
