@@ -370,3 +370,51 @@ def test_a_slow_resolver_is_bounded_by_the_deadline_and_the_timeout(
     assert asked == [SLOW_NAME]
     assert blocked_at_return, "the call waited for the resolver, past its bound"
     assert isinstance(result, trp.RerankTimeoutError), result
+
+
+# -- a deadline shared with other work, nearly spent when the call starts ------------------------
+@pytest.mark.loopback
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_endpoint_given_a_nearly_spent_shared_deadline_is_not_charged(mode: str) -> None:
+    """``execute(plan, deadline)`` shares a budget with other work (its docstring). When
+    that work left the call 20 ms of a 1 s budget, the endpoint cut short is no more at
+    fault than a failover endpoint left less than half the deadline: its breaker must not
+    count it (three such calls opened the breaker of a healthy endpoint). Given its whole
+    deadline, a hanging endpoint is still charged."""
+    import time
+
+    from together_rerank_plugins._deadline import Deadline
+    from together_rerank_plugins.testing import serve_loopback
+
+    release = threading.Event()
+
+    def hanging(request: httpx.Request) -> httpx.Response:
+        release.wait(10)
+        return httpx.Response(503)
+
+    breaker = trp.CircuitBreaker(failure_threshold=3, recovery_time=30)
+    try:
+        with serve_loopback(hanging) as url:
+            client = RerankClient(
+                api_key=TEST_KEY,
+                base_url=url,
+                max_retries=0,
+                deadline=0.2,
+                circuit_breaker=breaker,
+                on_error="fallback",
+            )
+
+            def call(deadline: Deadline | None) -> trp.RerankResults:
+                plan = client.plan("q", ["a", "b"])
+                if mode == "sync":
+                    return client.execute(plan, deadline)
+                return asyncio.run(client.aexecute(plan, deadline))
+
+            for _ in range(3):
+                spent = Deadline(1.0, time.monotonic() + 0.02)  # 0.98 s used elsewhere
+                assert call(spent).fallback
+            assert (breaker.state, breaker.failures) == ("closed", 0)
+            assert call(None).fallback  # its own whole deadline (0.2 s): charged
+            assert breaker.failures == 1
+    finally:
+        release.set()

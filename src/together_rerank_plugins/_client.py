@@ -54,6 +54,7 @@ from ._resilience import (
     check_one_breaker_per_endpoint,
     failover,
     failover_clients,
+    fair_share,
     replan,
 )
 from ._results import Endpoint, RerankResults
@@ -497,7 +498,7 @@ class RerankClient:
         deadline = deadline or Deadline.start(self.deadline)
         plan = self._own(plan)
         try:
-            return self._attempt(plan, deadline)
+            return self._attempt(plan, deadline, whole_deadline=fair_share(deadline))
         except RerankError as exc:
             if self.failover and not needs_fix(exc):
                 return failover(self, plan, exc, deadline)
@@ -610,7 +611,7 @@ class RerankClient:
         deadline = deadline or Deadline.start(self.deadline)
         plan = self._own(plan)
         try:
-            return await self._aattempt(plan, deadline)
+            return await self._aattempt(plan, deadline, whole_deadline=fair_share(deadline))
         except RerankError as exc:
             if self.failover and not needs_fix(exc):
                 return await afailover(self, plan, exc, deadline)

@@ -56,6 +56,7 @@ __all__ = [
     "check_one_breaker_per_endpoint",
     "failover",
     "failover_clients",
+    "fair_share",
     "replan",
 ]
 
@@ -123,31 +124,28 @@ def _answered(results: RerankResults, client: RerankClient) -> RerankResults:
     return results
 
 
-def _budget(
-    client: RerankClient, deadline: Deadline | None, sent: bool
-) -> tuple[Deadline | None, bool]:
+def _budget(client: RerankClient, deadline: Deadline | None) -> tuple[Deadline | None, bool]:
     """The deadline the failover ``client`` is tried under, and whether its breaker is
     charged when that runs out: the call's ``deadline``, or the client's own ``deadline``
     (from now) when that ends sooner (then it had its whole own deadline: charged)."""
     own = Deadline.start(client.deadline)
     if own is not None and (deadline is None or own.expires_at <= deadline.expires_at):
         return own, True
-    return deadline, _fair_share(sent, deadline)
+    return deadline, fair_share(deadline)
 
 
-def _fair_share(sent: bool, deadline: Deadline | None) -> bool:
-    """Whether the next failover endpoint is charged (by its breaker) for the call's
-    deadline running out while it is tried: when no endpoint before it sent anything (it
-    has the whole deadline), or when it still has at least half of the deadline (the
-    endpoints before it failed fast). A failover endpoint left less than half, behind an
-    endpoint that used the rest (a hanging primary whose ``timeout`` is half the deadline,
-    as docs/production.md recommends), is not charged for being cut short; one given most
-    of the deadline that still did not answer is (else a hanging failover whose
-    ``timeout`` exceeds the deadline, behind a primary failing fast, would never open its
-    breaker, and every call would wait the deadline out on it)."""
-    if not sent or deadline is None:
-        return True
-    return deadline.remaining() >= deadline.seconds / 2
+def fair_share(deadline: Deadline | None) -> bool:
+    """Whether an endpoint tried now is charged (by its breaker) if ``deadline`` runs out
+    while it is tried: when it still has at least half of it. The first endpoint of a call
+    has it whole, unless the caller shares the deadline with other work
+    (``execute(plan, deadline)``) that left it nearly spent: an endpoint given 20 ms and
+    cut short is not at fault. A failover endpoint left less than half, behind an endpoint
+    that used the rest (a hanging primary whose ``timeout`` is half the deadline, as
+    docs/production.md recommends), is not charged for being cut short; one given most of
+    the deadline that still did not answer is (else a hanging failover whose ``timeout``
+    exceeds the deadline, behind a primary failing fast, would never open its breaker, and
+    every call would wait the deadline out on it)."""
+    return deadline is None or deadline.remaining() >= deadline.seconds / 2
 
 
 def failover(
@@ -160,13 +158,12 @@ def failover(
     other (and its breaker counts it only if it was sent something).
     """
     source = primary
-    sent = not isinstance(error, CircuitOpenError)  # did an endpoint use the deadline?
     for client in primary.failover:
         own = _planned_for(plan, client)
         if own is None:
             continue
         _moving_on(source, client, error)
-        budget, charged = _budget(client, deadline, sent)
+        budget, charged = _budget(client, deadline)
         try:
             results = client._attempt(own, budget, whole_deadline=charged)
             return _answered(results, client)
@@ -179,7 +176,6 @@ def failover(
             if needs_fix(exc):  # this endpoint's configuration is wrong: say so
                 raise
             source, error = client, exc
-            sent = sent or not isinstance(exc, CircuitOpenError)
     return primary._failed(plan, error)
 
 
@@ -188,13 +184,12 @@ async def afailover(
 ) -> RerankResults:
     """Async :func:`failover`."""
     source = primary
-    sent = not isinstance(error, CircuitOpenError)  # did an endpoint use the deadline?
     for client in primary.failover:
         own = _planned_for(plan, client)
         if own is None:
             continue
         _moving_on(source, client, error)
-        budget, charged = _budget(client, deadline, sent)
+        budget, charged = _budget(client, deadline)
         try:
             results = await client._aattempt(own, budget, whole_deadline=charged)
             return _answered(results, client)
@@ -207,7 +202,6 @@ async def afailover(
             if needs_fix(exc):
                 raise
             source, error = client, exc
-            sent = sent or not isinstance(exc, CircuitOpenError)
     return primary._failed(plan, error)
 
 
