@@ -255,6 +255,13 @@ class RerankFields(BaseModel):
         state[_KEY_WAS_GIVEN] = self._secret_key() is not None
         return state
 
+    @classmethod
+    def _field_of(cls, name: str) -> str:
+        """The field ``name`` sets: the key's other name (LangChain's ``api_key`` for
+        ``together_api_key``) is taken wherever the constructor takes it."""
+        alias = cls.model_fields[cls._KEY_FIELD].alias
+        return cls._KEY_FIELD if alias is not None and name == alias else name
+
     def __copy__(self) -> Self:
         """A shallow copy whose client shares this one's connections without owning them."""
         return self._plain_copy()
@@ -276,8 +283,7 @@ class RerankFields(BaseModel):
         key and deadline. Other fields (a framework's own) are copied as pydantic does."""
         if not update:
             return self._plain_copy(deep=deep)
-        alias = type(self).model_fields[self._KEY_FIELD].alias
-        named = {(self._KEY_FIELD if k == alias else k): v for k, v in update.items()}
+        named = {self._field_of(k): v for k, v in update.items()}
         ours = {
             k: v for k, v in named.items() if k in RerankFields.model_fields or k == self._KEY_FIELD
         }
@@ -327,8 +333,7 @@ class RerankFields(BaseModel):
         would apply it: call options (``top_n``, ``deadline``, ...) from the next call on,
         the others through a new client. A bad value raises and changes nothing. Any other
         attribute (a framework's own field, such as ``callback_manager``) is set as usual."""
-        if name != self._KEY_FIELD and name == type(self).model_fields[self._KEY_FIELD].alias:
-            name = self._KEY_FIELD  # LangChain's key is also taken as `api_key`
+        name = self._field_of(name)  # LangChain's key is also taken as `api_key`
         private = getattr(self, "__pydantic_private__", None)
         if (
             private
@@ -423,12 +428,7 @@ class RerankFields(BaseModel):
         client leaves open; other options build a new client. Unknown names raise
         :class:`RerankConfigError`.
         """
-        alias = type(self).model_fields[self._KEY_FIELD].alias
-        if alias and alias != self._KEY_FIELD and alias in overrides:
-            # the key's other name, as the constructor and assignment take it (LangChain's
-            # `api_key` for `together_api_key`)
-            overrides = dict(overrides)
-            overrides[self._KEY_FIELD] = overrides.pop(alias)
+        overrides = {self._field_of(k): v for k, v in overrides.items()}
         unknown = set(overrides) - set(type(self).model_fields)
         if unknown:
             owner = f"{type(self).__name__}.with_options()"
